@@ -4,10 +4,10 @@ from .arena import DEFAULT_PAGE_SIZE, Arena
 from .errors import (ArenaClosed, BackendError, InvalidArgument, InvalidPages, KvlabMemoryError, LimitExceeded,
                      OutOfPhysicalMemory)
 from .pool import PagePool
-from .units import Device, format_size, parse_device, parse_size
+from .units import GiB, MiB, Device, format_size, parse_device, parse_size
 
 __all__ = [
-    "Arena", "PagePool", "DEFAULT_PAGE_SIZE", "Device", "parse_device", "parse_size", "format_size",
+    "Arena", "PagePool", "DEFAULT_PAGE_SIZE", "MiB", "GiB", "Device", "parse_device", "parse_size", "format_size",
     "KvlabMemoryError", "OutOfPhysicalMemory", "LimitExceeded", "BackendError", "InvalidPages",
     "ArenaClosed", "InvalidArgument",
 ]

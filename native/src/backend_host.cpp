@@ -58,13 +58,17 @@ public:
         return {(size_t)sysconf(_SC_AVPHYS_PAGES) * page, (size_t)sysconf(_SC_PHYS_PAGES) * page};
     }
 
+    // One PROT_NONE guard page on each side keeps the kernel from merging our read-write pages with
+    // a neighbour's mapping, so /proc/self/smaps shows exactly this arena's resident bytes.
     uintptr_t reserve(size_t bytes) override {
-        void *p = mmap(nullptr, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        size_t guard = granularity();
+        void *p = mmap(nullptr, bytes + 2 * guard, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (p == MAP_FAILED) fail(ErrorKind::Backend, errno_text("mmap reserve"));
-        return (uintptr_t)p;
+        return (uintptr_t)p + guard;
     }
     void release_reservation(uintptr_t addr, size_t bytes) noexcept override {
-        munmap((void *)addr, bytes);
+        size_t guard = granularity();
+        munmap((void *)(addr - guard), bytes + 2 * guard);
     }
 
     uint64_t create_page(size_t) override { return ++next_token_; }

@@ -1,0 +1,61 @@
+"""The `kvlab` command, run as a real subprocess the way a user runs it."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def kvlab(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "kvlab.cli.main", *args], capture_output=True, text=True,
+                          timeout=300, cwd=cwd)
+
+
+def test_doctor_json_reports_backends_and_versions():
+    proc = kvlab("doctor", "--json")
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    assert r["backends"]["host"]["usable"] is True
+    assert r["versions"]["kvlab"] == "0.1.0"
+    cuda = r["backends"]["cuda"]
+    assert cuda["usable"] or cuda["reason"]  # never silently unusable
+
+
+def test_doctor_text():
+    proc = kvlab("doctor")
+    assert proc.returncode == 0
+    assert "backends" in proc.stdout and "host  usable" in proc.stdout
+
+
+def test_bench_vmm_saves_json_with_hardware(tmp_path):
+    proc = kvlab("bench", "vmm", "--device", "cpu", "--repeats", "3", "--page-size", "64KiB", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    files = list(tmp_path.glob("vmm-cpu-*.json"))
+    assert len(files) == 1 and f"saved {files[0]}" in proc.stdout
+    r = json.loads(files[0].read_text())
+    assert [row["batch"] for row in r["rows"]] == [1, 8, 64]
+    for row in r["rows"]:
+        assert row["map_us_per_page"] > 0 and row["floor_map_us_per_page"] > 0
+        assert row["unmap_us_per_page"] > 0 and row["map_cold_pool_us_per_page"] > 0
+    env = r["environment"]
+    assert env["cpu"] and env["python"] and env["date"] and env["versions"]["numpy"]
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("args,message", [
+    (("--device", "tpu:0"), "unknown device"),
+    (("--page-size", "3KiB"), "granularity"),
+    (("--page-size", "lots"), "cannot read"),
+])
+def test_bench_bad_input_is_clear_and_writes_nothing(tmp_path, args, message):
+    proc = kvlab("bench", "vmm", "--repeats", "2", "--out", str(tmp_path), *args)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bench_rejects_zero_repeats(tmp_path):
+    proc = kvlab("bench", "vmm", "--repeats", "0", "--out", str(tmp_path))
+    assert proc.returncode != 0 and "--repeats" in proc.stderr
