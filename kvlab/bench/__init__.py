@@ -1,0 +1,1 @@
+"""Benchmarks that ship with kvlab (run through the ``kvlab bench`` command)."""

@@ -1,0 +1,1 @@
+"""The `kvlab` command line."""
