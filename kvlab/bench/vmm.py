@@ -52,14 +52,15 @@ def run(device: str = "cpu", page_size: int = 2 << 20, repeats: int = 30,
                     cold_us.append((time.perf_counter_ns() - t0) / batch / 1000)
                     arena.unmap(pages)
                 say(f"batch {batch}: raw driver floor")
-                floor_map, floor_unmap = native().driver_floor(dev.backend, dev.index, page_size, batch, repeats)
+                floor = native().driver_floor(dev.backend, dev.index, page_size, batch, repeats, arena.capacity)
                 row = {
                     "batch": batch,
                     "map_us_per_page": statistics.median(maps),
                     "unmap_us_per_page": statistics.median(unmaps),
                     "map_cold_pool_us_per_page": statistics.median(cold_us),
-                    "floor_map_us_per_page": floor_map / 1000,
-                    "floor_unmap_us_per_page": floor_unmap / 1000,
+                    "floor_map_us_per_page": floor["map_ns"] / 1000,
+                    "floor_access_us_per_page": floor["access_ns"] / 1000,
+                    "floor_unmap_us_per_page": floor["unmap_ns"] / 1000,
                 }
                 row["map_vs_floor"] = row["map_us_per_page"] / row["floor_map_us_per_page"]
                 row["unmap_vs_floor"] = row["unmap_us_per_page"] / row["floor_unmap_us_per_page"]
@@ -74,10 +75,12 @@ def run(device: str = "cpu", page_size: int = 2 << 20, repeats: int = 30,
 def format_table(result: dict) -> str:
     head = (f"kvlab bench vmm on {result['device']} ({result['backend']} backend), "
             f"{result['page_size'] >> 20} MiB pages, median of {result['repeats']} (us per page)")
-    cols = ("batch", "map", "unmap", "map cold pool", "floor map", "floor unmap", "map/floor", "unmap/floor")
+    cols = ("batch", "map", "unmap", "map cold pool", "floor map", "floor access", "floor unmap", "map/floor",
+            "unmap/floor")
     lines = [head, "  ".join(f"{c:>13}" for c in cols)]
     for r in result["rows"]:
         vals = (r["batch"], r["map_us_per_page"], r["unmap_us_per_page"], r["map_cold_pool_us_per_page"],
-                r["floor_map_us_per_page"], r["floor_unmap_us_per_page"], r["map_vs_floor"], r["unmap_vs_floor"])
+                r["floor_map_us_per_page"], r["floor_access_us_per_page"], r["floor_unmap_us_per_page"],
+                r["map_vs_floor"], r["unmap_vs_floor"])
         lines.append("  ".join(f"{v:>13}" if isinstance(v, int) else f"{v:>13.2f}" for v in vals))
     return "\n".join(lines)

@@ -38,9 +38,13 @@ public:
     // Unmap a contiguous mapped range in as few calls as the backend allows.
     virtual void unmap_run(uintptr_t addr, size_t bytes) = 0;
 
-    // The raw cost floor: map `batch` pages and unmap them, `repeats` times, with no bookkeeping.
-    // Returns the median ns per page for map and unmap.
-    virtual std::pair<double, double> driver_floor(size_t page_size, size_t batch, size_t repeats) = 0;
+    // The raw cost floor: map `batch` pages and unmap them, `repeats` times, with no bookkeeping, in a
+    // reservation of at least `reserve_bytes` (so it can match the arena it is compared with).
+    // Median ns per page of the whole map (access included), of its access step alone, and of unmap.
+    struct Floor {
+        double map_ns, access_ns, unmap_ns;
+    };
+    virtual Floor driver_floor(size_t page_size, size_t batch, size_t repeats, size_t reserve_bytes) = 0;
 };
 
 // Shared singletons: one host backend, one CUDA backend per device ordinal. They are never destroyed,

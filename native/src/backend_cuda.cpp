@@ -97,36 +97,35 @@ public:
         check(d_->cuMemUnmap((CUdeviceptr)addr, bytes), "cuMemUnmap");
     }
 
-    std::pair<double, double> driver_floor(size_t page_size, size_t batch, size_t repeats) override {
+    Floor driver_floor(size_t page_size, size_t batch, size_t repeats, size_t reserve_bytes) override {
         CtxGuard g(this);
         std::vector<CUmemGenericAllocationHandle> handles(batch);
         size_t created = 0;
         CUdeviceptr base = 0;
+        size_t reserved = std::max(batch * page_size, reserve_bytes);
         auto cleanup = [&] {
-            if (base) d_->cuMemAddressFree(base, batch * page_size);
+            if (base) d_->cuMemAddressFree(base, reserved);
             for (size_t i = 0; i < created; i++) d_->cuMemRelease(handles[i]);
         };
         try {
             for (; created < batch; created++) check(d_->cuMemCreate(&handles[created], page_size, &prop_, 0), "cuMemCreate");
-            check(d_->cuMemAddressReserve(&base, batch * page_size, granularity_, 0, 0), "cuMemAddressReserve");
-            std::vector<double> map_ns, unmap_ns;
+            check(d_->cuMemAddressReserve(&base, reserved, granularity_, 0, 0), "cuMemAddressReserve");
+            std::vector<double> map_ns, access_ns, unmap_ns;
             for (size_t r = 0; r < repeats; r++) {
                 uint64_t t0 = now_ns();
                 for (size_t i = 0; i < batch; i++)
                     check(d_->cuMemMap(base + i * page_size, page_size, 0, handles[i], 0), "cuMemMap");
-                check(d_->cuMemSetAccess(base, batch * page_size, &access_, 1), "cuMemSetAccess");
                 uint64_t t1 = now_ns();
-                check(d_->cuMemUnmap(base, batch * page_size), "cuMemUnmap");
+                check(d_->cuMemSetAccess(base, batch * page_size, &access_, 1), "cuMemSetAccess");
                 uint64_t t2 = now_ns();
-                map_ns.push_back(double(t1 - t0) / batch);
-                unmap_ns.push_back(double(t2 - t1) / batch);
+                check(d_->cuMemUnmap(base, batch * page_size), "cuMemUnmap");
+                uint64_t t3 = now_ns();
+                map_ns.push_back(double(t2 - t0) / batch);
+                access_ns.push_back(double(t2 - t1) / batch);
+                unmap_ns.push_back(double(t3 - t2) / batch);
             }
             cleanup();
-            auto median = [](std::vector<double> &v) {
-                std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
-                return v[v.size() / 2];
-            };
-            return {median(map_ns), median(unmap_ns)};
+            return {median(map_ns), median(access_ns), median(unmap_ns)};
         } catch (...) {
             cleanup();
             throw;
@@ -134,15 +133,20 @@ public:
     }
 
 private:
-    // Make the primary context current for the duration of a driver call; cheap when it already is
-    // (torch's threads), polite when the caller had another context current.
+    // Make the primary context current for a driver call. A thread with no context adopts the primary
+    // one for good (as the CUDA runtime does), so later calls pay one cuCtxGetCurrent; a thread with
+    // another context current gets it back afterwards.
     struct CtxGuard {
         const CudaBackend *b;
         bool pushed = false;
         explicit CtxGuard(const CudaBackend *be) : b(be) {
             CUcontext cur = nullptr;
             b->d_->cuCtxGetCurrent(&cur);
-            if (cur != b->ctx_) pushed = b->d_->cuCtxPushCurrent(b->ctx_) == CUDA_SUCCESS;
+            if (cur == b->ctx_) return;
+            if (cur == nullptr)
+                b->d_->cuCtxSetCurrent(b->ctx_);
+            else
+                pushed = b->d_->cuCtxPushCurrent(b->ctx_) == CUDA_SUCCESS;
         }
         ~CtxGuard() {
             if (pushed) {

@@ -153,11 +153,22 @@ NB_MODULE(_native, m) {
     m.def("host_granularity", [] { return host_backend()->granularity(); });
     m.def("inject_host_map_failure", &host_inject_map_failure, nb::arg("after"), nb::arg("kind"));
     m.def("driver_floor",
-          [](const std::string &backend, int ordinal, size_t page_size, size_t batch, size_t repeats) {
+          [](const std::string &backend, int ordinal, size_t page_size, size_t batch, size_t repeats,
+             size_t reserve_bytes) {
               auto b = backend_for(backend, ordinal);
-              nb::gil_scoped_release release;
-              return b->driver_floor(page_size, batch, repeats);
-          });
+              Backend::Floor f;
+              {
+                  nb::gil_scoped_release release;
+                  f = b->driver_floor(page_size, batch, repeats, reserve_bytes);
+              }
+              nb::dict d;
+              d["map_ns"] = f.map_ns;
+              d["access_ns"] = f.access_ns;
+              d["unmap_ns"] = f.unmap_ns;
+              return d;
+          },
+          nb::arg("backend"), nb::arg("ordinal"), nb::arg("page_size"), nb::arg("batch"), nb::arg("repeats"),
+          nb::arg("reserve_bytes") = 0);
     m.def("cuda_load_error", &cu::load_error);
     m.def("cuda_driver_version", &cu::driver_version);
     m.def("cuda_devices", [] {

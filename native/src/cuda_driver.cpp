@@ -38,6 +38,7 @@ void load() {
               resolve(lib, d.cuDeviceGetUuid, "cuDeviceGetUuid_v2") &&
               resolve(lib, d.cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain") &&
               resolve(lib, d.cuCtxGetCurrent, "cuCtxGetCurrent") &&
+              resolve(lib, d.cuCtxSetCurrent, "cuCtxSetCurrent") &&
               resolve(lib, d.cuCtxPushCurrent, "cuCtxPushCurrent_v2") &&
               resolve(lib, d.cuCtxPopCurrent, "cuCtxPopCurrent_v2") &&
               resolve(lib, d.cuMemGetInfo, "cuMemGetInfo_v2") &&

@@ -3,7 +3,9 @@
 #pragma once
 #include <array>
 #include <chrono>
+#include <algorithm>
 #include <cstdint>
+#include <vector>
 
 namespace kvlab {
 
@@ -11,6 +13,12 @@ inline uint64_t now_ns() {
     return (uint64_t)std::chrono::duration_cast<std::chrono::nanoseconds>(
                std::chrono::steady_clock::now().time_since_epoch())
         .count();
+}
+
+inline double median(std::vector<double> v) {
+    if (v.empty()) return 0;
+    std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+    return v[v.size() / 2];
 }
 
 struct OpStats {
