@@ -1,0 +1,251 @@
+"""Binary layout of one registry record, its codecs and the registry's typed errors.
+
+A record is one small file, little-endian and 8-byte aligned, never pickled (any reader, in any language or
+kvlab version, can decode it):
+
+    0    header   written once, before the file is published under its name, so it never changes.
+                  Its first 48 bytes (magic .. pidns) keep this layout in every version, so that any
+                  kvlab can tell whether a record's owner is alive and reap it.
+    384  control  limit/min requested by other processes: a write counter and two slots. A writer fills
+                  the slot the counter does not point at and then bumps the counter, so a writer killed
+                  mid-write leaves the last good slot readable (a seqlock would stay odd forever).
+    512  data     written only by the owner, under a seqlock (odd while being written).
+    640  pages    one state byte per page (PAGE_UNMAPPED / PAGE_MAPPED / PAGE_USED), under the same seqlock.
+
+The seq and counter words are read and written through numpy uint64 views (one aligned 8-byte access).
+Stores are ordered on x86 but not on ARM, and Python cannot issue fences, so each block also carries a
+crc32: a reader accepts a snapshot only if the sequence word was even and unchanged *and* the crc matches.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+MAGIC = b"KVLABREG"
+VERSION = 1
+PAGE_UNMAPPED, PAGE_MAPPED, PAGE_USED = 0, 1, 2
+NO_LIMIT = -1  # stored for "no limit"; Record/Control expose it as None
+MAX_PAGES = 1 << 24  # 16 MiB of page states; larger pools should publish coarser pages
+
+# magic, version, header size, pid, start ticks, pid namespace | max_pages, created_ns, capacity, page_size,
+# name, model, device, device uuid
+HEADER = struct.Struct("<8sIIQQQ QQQQ 64s128s32s64s")
+PREFIX = struct.Struct("<8sIIQQQ")
+CTL_OFF, CTL_WORD = 384, 384 // 8
+CTL_SLOT = struct.Struct("<QqqQ")  # revision, limit, min, crc32 of the first three
+CTL_SLOTS = (392, 392 + CTL_SLOT.size)
+CTL_SIZE = 8 + 2 * CTL_SLOT.size
+DATA_OFF, DATA_SEQ = 512, 512 // 8
+# crc, then: revision, mapped, used, retained, limit, min, n_maps, n_unmaps, heartbeat_ns, n_pages, control_ack
+CRC = struct.Struct("<Q")
+FIELDS = struct.Struct("<QQQQqQQQQQQ")
+FIELD_NAMES = ("revision", "mapped", "used", "retained", "limit", "min", "n_maps", "n_unmaps", "heartbeat_ns",
+               "n_pages", "control_ack")
+PAGES_OFF = 640
+assert HEADER.size <= CTL_OFF and CTL_OFF + CTL_SIZE <= DATA_OFF and DATA_OFF + 16 + FIELDS.size <= PAGES_OFF
+
+
+class RegistryError(Exception):
+    """Base class of every error raised by kvlab.registry."""
+
+
+class PoolNotFound(RegistryError, LookupError):
+    """No live pool of that name (it never existed, was closed, or its process died)."""
+
+
+class InvalidSize(RegistryError, ValueError):
+    """A size, count or page map that is negative, not an integer, or out of range."""
+
+
+class InvalidName(RegistryError, ValueError):
+    """A pool name that cannot be a record name."""
+
+
+class LimitBelowMinimum(RegistryError, ValueError):
+    """A limit below the pool's minimum guarantee (or a minimum above its limit)."""
+
+
+class RecordExists(RegistryError, FileExistsError):
+    """Another live process already publishes a pool under that name."""
+
+
+class RecordOwned(RegistryError, PermissionError):
+    """The record belongs to a live process; only that process may remove it."""
+
+
+class RecordBusy(RegistryError, TimeoutError):
+    """No consistent snapshot within the time allowed (the owner is stopped mid-write, or hammering it)."""
+
+
+class RecordClosed(RegistryError):
+    """The publisher was used after close(), or in a forked child that does not own the record."""
+
+
+@dataclass(frozen=True)
+class Header:
+    magic: bytes
+    version: int
+    header_size: int
+    pid: int
+    start_ticks: int
+    pidns: int
+    max_pages: int = 0
+    created_ns: int = 0
+    capacity: int = 0
+    page_size: int = 0
+    name: str = ""
+    model: str = ""
+    device: str = ""
+    device_uuid: str = ""
+
+
+@dataclass(frozen=True)
+class Control:
+    """Limit and minimum requested by other processes; ``revision`` grows by one per change."""
+
+    limit: int | None
+    min: int
+    revision: int
+
+
+@dataclass(frozen=True, eq=False)
+class Record:
+    """One consistent snapshot of a pool, as its owner last published it. Sizes are bytes."""
+
+    name: str
+    model: str
+    pid: int
+    start_ticks: int
+    device: str
+    device_uuid: str
+    capacity: int
+    page_size: int
+    created: float
+    revision: int
+    mapped: int
+    used: int
+    retained: int
+    limit: int | None  # what the owner enforces now (control.limit is what was asked for)
+    min: int
+    n_maps: int
+    n_unmaps: int
+    heartbeat: float
+    control: Control
+    control_ack: int  # control revision the owner has applied; < control.revision while it catches up
+    pages: bytes  # one PAGE_* state byte per page
+
+    @property
+    def n_pages(self) -> int:
+        return len(self.pages)
+
+    @property
+    def heartbeat_age(self) -> float:
+        return max(0.0, time.time() - self.heartbeat)
+
+    def page_states(self) -> np.ndarray:
+        return np.frombuffer(self.pages, dtype=np.uint8).copy()
+
+    def as_dict(self) -> dict:
+        """JSON-ready; pages become a string of digits, one per page ("0012221...")."""
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("control", "pages")}
+        d["control"] = {"limit": self.control.limit, "min": self.control.min, "revision": self.control.revision}
+        d["pages"] = self.pages.translate(bytes(range(48, 48 + 10)) + bytes(246)).decode("ascii")
+        return d
+
+
+def _text(raw: bytes) -> str:
+    return raw.rstrip(b"\0").decode("utf-8", "replace")
+
+
+def encode_text(value: str, size: int, what: str) -> bytes:
+    raw = str(value).encode("utf-8")
+    if len(raw) >= size:
+        raise InvalidName(f"{what} {value!r} is too long: at most {size - 1} UTF-8 bytes")
+    return raw
+
+
+def decode_header(buf) -> Header | None:
+    """The header, or None if ``buf`` is not a record (too short, foreign magic)."""
+    if len(buf) < PREFIX.size or bytes(buf[:8]) != MAGIC:
+        return None
+    prefix = PREFIX.unpack_from(buf)
+    if prefix[1] != VERSION or len(buf) < PAGES_OFF:
+        return Header(*prefix)  # other version: identity is still readable, the rest is not
+    *ints, name, model, device, uuid = HEADER.unpack_from(buf)
+    return Header(*ints, _text(name), _text(model), _text(device), _text(uuid))
+
+
+def encode_header(h: Header) -> bytes:
+    return HEADER.pack(MAGIC, VERSION, PAGES_OFF, h.pid, h.start_ticks, h.pidns, h.max_pages, h.created_ns,
+                       h.capacity, h.page_size, encode_text(h.name, 64, "pool name"),
+                       encode_text(h.model, 128, "model name"), encode_text(h.device, 32, "device"),
+                       encode_text(h.device_uuid, 64, "device UUID"))
+
+
+def file_size(max_pages: int) -> int:
+    return PAGES_OFF + (max_pages + 7) // 8 * 8
+
+
+# ---- control block: many writers (serialised by the caller), any number of readers ----
+
+def _ctl_slot(revision: int, limit: int | None, minimum: int) -> bytes:
+    body = struct.pack("<Qqq", revision, NO_LIMIT if limit is None else limit, minimum)
+    return body + CRC.pack(zlib.crc32(body))
+
+
+def write_control(buf, words: np.ndarray, limit: int | None, minimum: int) -> int:
+    """Publish a new control value; the caller holds the control lock. Returns its revision."""
+    revision = int(words[CTL_WORD]) + 1
+    off = CTL_SLOTS[revision & 1]
+    buf[off:off + CTL_SLOT.size] = _ctl_slot(revision, limit, minimum)
+    words[CTL_WORD] = revision  # the commit point
+    return revision
+
+
+def init_control(buf, limit: int | None, minimum: int) -> None:
+    buf[CTL_SLOTS[0]:CTL_SLOTS[0] + CTL_SLOT.size] = _ctl_slot(0, limit, minimum)
+
+
+def try_read_control(buf, words: np.ndarray) -> Control | None:
+    """One attempt; None if a writer overtook us (retry)."""
+    revision = int(words[CTL_WORD])
+    off = CTL_SLOTS[revision & 1]
+    raw = bytes(buf[off:off + CTL_SLOT.size])
+    if int(words[CTL_WORD]) != revision:
+        return None
+    rev, limit, minimum, crc = CTL_SLOT.unpack(raw)
+    if rev != revision or crc != zlib.crc32(raw[:24]):
+        return None
+    return Control(None if limit == NO_LIMIT else limit, minimum, revision)
+
+
+# ---- data block: one writer (the owner), any number of readers ----
+
+def write_data(buf, words: np.ndarray, fields: dict, pages: bytes | None, pages_crc: int) -> None:
+    body = FIELDS.pack(*(fields[k] for k in FIELD_NAMES))
+    head = CRC.pack(zlib.crc32(body, pages_crc)) + body
+    seq = int(words[DATA_SEQ])
+    words[DATA_SEQ] = seq + 1  # odd: readers retry
+    if pages is not None:
+        buf[PAGES_OFF:PAGES_OFF + len(pages)] = pages
+    buf[DATA_OFF + 8:DATA_OFF + 8 + len(head)] = head
+    words[DATA_SEQ] = seq + 2
+
+
+def try_read_data(buf, words: np.ndarray, max_pages: int) -> tuple[dict, bytes] | None:
+    """One attempt at a consistent (fields, pages) snapshot; None if torn (retry)."""
+    seq = int(words[DATA_SEQ])
+    if seq & 1:
+        return None
+    head = bytes(buf[DATA_OFF + 8:DATA_OFF + 16 + FIELDS.size])
+    values = FIELDS.unpack_from(head, 8)
+    n_pages = min(values[FIELD_NAMES.index("n_pages")], max_pages)  # torn n_pages must not overrun
+    pages = bytes(buf[PAGES_OFF:PAGES_OFF + n_pages])
+    if int(words[DATA_SEQ]) != seq or CRC.unpack_from(head)[0] != zlib.crc32(head[8:], zlib.crc32(pages)):
+        return None
+    return dict(zip(FIELD_NAMES, values)), pages

@@ -1,0 +1,301 @@
+"""Where records live, and what any process may do with them: list, read, reap, set limits.
+
+Records are files in one private directory on tmpfs (``/dev/shm/kvlab-<uid>``), so `ls` shows them and
+`rm` cleans up by hand. Files instead of multiprocessing.shared_memory because its resource tracker unlinks
+segments it did not create and cannot tell who owns one.
+
+Ownership is a flock: the owner takes LOCK_EX before the record is visible and holds it for its lifetime;
+the kernel drops it when the process dies, even on SIGKILL. Deleting a record requires that lock, so an
+owner's record is never deleted under it. Whether a record is *trusted* is decided by the owner's
+(pid, start time), which a reused pid does not match; across pid namespaces the lock is the only witness.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import mmap
+import numbers
+import os
+import re
+import struct
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import proc
+from .record import (CTL_OFF, CTL_SIZE, PAGES_OFF, VERSION, Control, Header, InvalidName, InvalidSize,
+                     LimitBelowMinimum, PoolNotFound, Record, RecordBusy, RecordOwned, RegistryError,
+                     decode_header, try_read_control, try_read_data, write_control)
+
+SUFFIX = ".kvr"
+TMP_PREFIX = ".tmp-"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_KEEP = object()
+_default_root: Path | None = None
+
+
+def default_root() -> Path:
+    """``$KVLAB_REGISTRY_DIR`` or ``/dev/shm/kvlab-<uid>``; read once, so every caller agrees."""
+    global _default_root
+    if _default_root is None:
+        env = os.environ.get("KVLAB_REGISTRY_DIR")
+        shm = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+        _default_root = Path(env) if env else Path(shm) / f"kvlab-{os.getuid()}"
+    return _default_root
+
+
+def registry_dir(root: str | os.PathLike | None = None, create: bool = False) -> Path:
+    """The registry directory, refused if another user owns it (they could forge or read our records)."""
+    path = Path(root) if root is not None else default_root()
+    if create:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return path
+    if not os.path.isdir(path) or os.path.islink(path) or st.st_uid != os.getuid():
+        raise RegistryError(f"{path} is not a directory owned by uid {os.getuid()}: remove it or set "
+                            f"KVLAB_REGISTRY_DIR to a private directory")
+    return path
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InvalidName(f"pool name {name!r} must be 1-63 characters of letters, digits, '.', '_' or '-', "
+                          f"starting with a letter or digit")
+    return name
+
+
+def check_size(value, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InvalidSize(f"{what} must be a whole number of bytes, got {value!r}")
+    if not 0 <= int(value) < 1 << 63:
+        raise InvalidSize(f"{what} must be between 0 and 2**63-1 bytes, got {value}")
+    return int(value)
+
+
+class View:
+    """An open record file, mapped; ``words`` is its uint64 view for the sequence words."""
+
+    def __init__(self, path: Path, write: bool = False, fd: int | None = None):
+        self.path = path
+        self.fd = fd if fd is not None else os.open(path, (os.O_RDWR if write else os.O_RDONLY) | os.O_CLOEXEC)
+        try:
+            st = os.fstat(self.fd)
+            self.ident = (st.st_dev, st.st_ino)
+            self.mm = mmap.mmap(self.fd, st.st_size, access=mmap.ACCESS_WRITE if write else mmap.ACCESS_READ) \
+                if st.st_size else None
+            self.header: Header | None = decode_header(self.mm) if self.mm else None
+            # Only the words before the pages are ever read as integers (the sequence words).
+            self.words = np.frombuffer(self.mm, dtype="<u8", count=PAGES_OFF // 8) \
+                if self.header and self.header.version == VERSION else None
+        except BaseException:
+            os.close(self.fd)
+            raise
+
+    def close(self) -> None:
+        self.words = None  # the mmap cannot close while numpy still exports its buffer
+        if self.mm is not None:
+            self.mm.close()
+        os.close(self.fd)
+
+    def __enter__(self) -> "View":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def owner_alive(self) -> bool:
+        h = self.header
+        verdict = proc.alive(h.pid, h.start_ticks, h.pidns)
+        if verdict is not None:
+            return verdict
+        try:  # another pid namespace: a shared probe fails only while the owner holds its exclusive lock
+            fcntl.flock(self.fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        return False
+
+    def reap(self) -> bool:
+        """Unlink this dead owner's record. Holding its lock excludes the owner and other reapers; checking
+        that the path still names our inode means we delete what we judged, never a newcomer's record."""
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # a forked child still holds it, or another reaper is at work: try again later
+        try:
+            st = os.stat(self.path)
+            if (st.st_dev, st.st_ino) != self.ident:
+                return False
+            os.unlink(self.path)
+            return True
+        except FileNotFoundError:
+            return False
+        finally:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+    def control(self, timeout: float = 0.5) -> Control:
+        return _retry(lambda: try_read_control(self.mm, self.words), timeout, self.path)
+
+    def snapshot(self, timeout: float = 0.5) -> Record:
+        h = self.header
+        fields, pages = _retry(lambda: try_read_data(self.mm, self.words, h.max_pages), timeout, self.path)
+        limit = fields.pop("limit")
+        fields.pop("n_pages")
+        return Record(name=h.name, model=h.model, pid=h.pid, start_ticks=h.start_ticks, device=h.device,
+                      device_uuid=h.device_uuid, capacity=h.capacity, page_size=h.page_size,
+                      created=h.created_ns / 1e9, heartbeat=fields.pop("heartbeat_ns") / 1e9,
+                      limit=None if limit < 0 else limit, control=self.control(timeout), pages=pages, **fields)
+
+
+def _retry(attempt, timeout: float, path: Path):
+    """Spin briefly, then back off: a writer holds the seqlock for microseconds, but may lose the GIL."""
+    deadline, n = time.monotonic() + timeout, 0
+    while True:
+        got = attempt()
+        if got is not None:
+            return got
+        n += 1
+        if n > 64:
+            if time.monotonic() > deadline:
+                raise RecordBusy(f"{path.name}: no consistent snapshot in {timeout:.2f}s; is its owner stopped?")
+            time.sleep(min(1e-3, 1e-5 * n))
+
+
+def _open_live(name: str, root, write: bool = False) -> View:
+    """The record of a live pool; reaps it and raises PoolNotFound if its owner is gone."""
+    path = registry_dir(root) / (check_name(name) + SUFFIX)
+    try:
+        view = View(path, write)
+    except FileNotFoundError:
+        raise PoolNotFound(f"no pool named {name!r} in {path.parent}; `kvlab ctl list` shows the pools") from None
+    h = view.header
+    alive = h is not None and view.owner_alive()
+    if alive and h.version == VERSION:
+        return view
+    if h is not None and not alive:
+        view.reap()
+    view.close()
+    why = "its process is gone" if h is not None and not alive else "its record is not one this kvlab can read"
+    raise PoolNotFound(f"pool {name!r} is not live: {why}")
+
+
+def _scan(root, reap: bool):
+    """Yield (name, view) for every live, readable record; reap dead ones and leftover temp files."""
+    d = registry_dir(root)
+    try:
+        entries = sorted(os.listdir(d))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        if entry.startswith(TMP_PREFIX):
+            _reap_tmp(d / entry)
+        if not entry.endswith(SUFFIX):
+            continue
+        try:
+            view = View(d / entry)
+        except FileNotFoundError:
+            continue  # closed while we listed
+        with view:
+            if view.header is None:
+                continue
+            if not view.owner_alive():
+                if reap and view.reap():
+                    yield entry[:-len(SUFFIX)], None
+            elif view.header.version == VERSION:
+                yield entry[:-len(SUFFIX)], view
+
+
+def _reap_tmp(path: Path) -> None:
+    """A creator that died before publishing leaves ``.tmp-<pid>-<ticks>-<pidns>-<rand>``."""
+    try:
+        pid, ticks, ns = (int(x) for x in path.name[len(TMP_PREFIX):].split("-")[:3])
+    except ValueError:
+        return
+    if proc.alive(pid, ticks, ns) is False:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def list_records(root: str | os.PathLike | None = None, timeout: float = 0.2) -> list[Record]:
+    """Snapshots of every live pool, by name; records of dead processes are reaped on the way."""
+    out = []
+    for _, view in _scan(root, reap=True):
+        if view is not None:
+            try:
+                out.append(view.snapshot(timeout))
+            except RecordBusy:
+                continue  # its owner is stopped mid-write; it shows up again once it runs
+    return out
+
+
+def read(name: str, root: str | os.PathLike | None = None, timeout: float = 0.5) -> Record:
+    with _open_live(name, root) as view:
+        return view.snapshot(timeout)
+
+
+def reap(root: str | os.PathLike | None = None) -> list[str]:
+    """Remove the records of dead processes now; returns their names."""
+    return [name for name, view in _scan(root, reap=True) if view is None]
+
+
+def remove(name: str, root: str | os.PathLike | None = None) -> bool:
+    """Remove a dead pool's record by name (True if it was there). A live pool's record is refused:
+    only its owner removes it."""
+    try:
+        view = View(record_path(name, root))
+    except FileNotFoundError:
+        return False
+    with view:
+        if view.header is not None and view.owner_alive():
+            raise RecordOwned(f"pool {name!r} belongs to live process {view.header.pid}; only that process can "
+                              f"remove it (Publisher.close()), or stop the process")
+        if not view.reap():
+            raise RecordOwned(f"pool {name!r}: its lock is still held (by a forked child of its dead owner?)")
+        return True
+
+
+def _ofd_lock(fd: int, kind: int) -> None:
+    # Open-file-description locks: per open(), so threads of one process exclude each other too, and
+    # closing some other fd of the file does not drop them (as it would a POSIX lockf lock).
+    fcntl.fcntl(fd, fcntl.F_OFD_SETLKW, struct.pack("hhqqi4x", kind, os.SEEK_SET, CTL_OFF, CTL_SIZE, 0))
+
+
+def set_control(name: str, limit=_KEEP, minimum=_KEEP, root: str | os.PathLike | None = None) -> Control:
+    """Request a limit (None: no limit) and/or a minimum for a live pool; validated, then all or nothing."""
+    limit = limit if limit is _KEEP or limit is None else check_size(limit, "limit")
+    minimum = minimum if minimum is _KEEP else check_size(minimum, "minimum")
+    with _open_live(name, root, write=True) as view:
+        _ofd_lock(view.fd, fcntl.F_WRLCK)
+        try:
+            cur = view.control()
+            new_limit = cur.limit if limit is _KEEP else limit
+            new_min = cur.min if minimum is _KEEP else minimum
+            if new_limit is not None and new_limit < new_min:
+                fix = "lower the minimum first" if minimum is _KEEP else "raise or remove the limit first"
+                raise LimitBelowMinimum(f"pool {name!r}: limit {new_limit} is below its minimum guarantee "
+                                        f"{new_min}; {fix}")
+            if new_min > view.header.capacity:
+                raise InvalidSize(f"pool {name!r}: minimum {new_min} exceeds its capacity {view.header.capacity}")
+            revision = write_control(view.mm, view.words, new_limit, new_min)
+        finally:
+            _ofd_lock(view.fd, fcntl.F_UNLCK)
+    return Control(new_limit, new_min, revision)
+
+
+def set_limit(name: str, limit: int | None, root: str | os.PathLike | None = None) -> Control:
+    return set_control(name, limit=limit, root=root)
+
+
+def set_min(name: str, minimum: int, root: str | os.PathLike | None = None) -> Control:
+    return set_control(name, minimum=minimum, root=root)
+
+
+def record_path(name: str, root: str | os.PathLike | None = None) -> Path:
+    return registry_dir(root) / (check_name(name) + SUFFIX)
+
