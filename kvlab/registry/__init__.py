@@ -6,8 +6,9 @@ Imports only the standard library and numpy: no torch, no CUDA context, no nativ
 """
 
 from .publisher import Publisher
-from .record import (PAGE_MAPPED, PAGE_UNMAPPED, PAGE_USED, Control, InvalidName, InvalidSize, LimitBelowMinimum,
-                     PoolNotFound, Record, RecordBusy, RecordClosed, RecordExists, RecordOwned, RegistryError)
+from .errors import (InvalidName, InvalidSize, LimitBelowMinimum, PoolNotFound, RecordBusy, RecordClosed, RecordExists,
+                     RecordOwned, RegistryError)
+from .record import PAGE_MAPPED, PAGE_UNMAPPED, PAGE_USED, Control, Record
 from .store import default_root, list_records, read, reap, record_path, remove, set_control, set_limit, set_min
 
 __all__ = [

@@ -6,6 +6,7 @@ import fcntl
 import os
 import re
 import secrets
+import threading
 import time
 import weakref
 import zlib
@@ -13,9 +14,11 @@ import zlib
 import numpy as np
 
 from . import proc
-from .record import (MAGIC, MAX_PAGES, PAGES_OFF, VERSION, Control, Header, InvalidSize, Record, RecordClosed,
-                     RecordExists, encode_header, file_size, init_control, write_data)
-from .store import SUFFIX, TMP_PREFIX, View, check_name, check_size, registry_dir
+from .errors import InvalidSize, LimitBelowMinimum, RecordClosed, RecordExists
+from .record import (MAGIC, MAX_PAGES, PAGES_OFF, SUFFIX, TMP_PREFIX, VERSION, Control, Header, Record, encode_header,
+                     file_size, init_control, write_data)
+from .store import check_name, check_size, registry_dir
+from .view import View
 
 _KEEP = object()
 _COUNTERS = ("mapped", "used", "retained", "min", "n_maps", "n_unmaps", "control_ack")
@@ -90,6 +93,10 @@ class Publisher:
             raise InvalidSize(f"{max_pages} pages is more than a record holds ({MAX_PAGES}): publish bigger pages")
         limit = None if limit is None else check_size(limit, "limit")
         min = check_size(min, "min")
+        if limit is not None and limit < min:
+            raise LimitBelowMinimum(f"limit {limit} is below the minimum guarantee {min}")
+        if min > capacity:
+            raise InvalidSize(f"minimum {min} exceeds the capacity {capacity}")
         pid, ticks, ns = proc.me()
         name = check_name(name if name is not None else default_name(str(model), pid))
         header = encode_header(Header(MAGIC, VERSION, PAGES_OFF, pid, ticks, ns, max_pages, time.time_ns(),
@@ -98,6 +105,7 @@ class Publisher:
                             min=min, n_maps=0, n_unmaps=0, heartbeat_ns=time.time_ns(), n_pages=0, control_ack=0)
         self._pages_crc = zlib.crc32(b"")
         self.name, self.max_pages = name, max_pages
+        self._lock = threading.Lock()  # a seqlock has one writer: threads of the owner take turns
         view = self._create(registry_dir(root, create=True), root, header, file_size(max_pages), limit, min)
         self._owned = _Owned(view, pid)
         self._finalizer = weakref.finalize(self, self._owned.close)
@@ -176,6 +184,11 @@ class Publisher:
         ``pages``: one state per page (PAGE_UNMAPPED/MAPPED/USED, or bools), at most ``max_pages`` long.
         ``limit=None`` publishes "no limit". ``control_ack``: the control revision now applied.
         """
+        with self._lock:
+            return self._update(mapped=mapped, used=used, retained=retained, limit=limit, min=min, n_maps=n_maps,
+                                n_unmaps=n_unmaps, control_ack=control_ack, pages=pages)
+
+    def _update(self, *, mapped, used, retained, limit, min, n_maps, n_unmaps, control_ack, pages) -> int:
         view = self._view()
         new = dict(self._fields)
         given = dict(mapped=mapped, used=used, retained=retained, min=min, n_maps=n_maps, n_unmaps=n_unmaps,

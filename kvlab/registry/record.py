@@ -26,10 +26,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import InvalidName
+
 MAGIC = b"KVLABREG"
 VERSION = 1
 PAGE_UNMAPPED, PAGE_MAPPED, PAGE_USED = 0, 1, 2
 NO_LIMIT = -1  # stored for "no limit"; Record/Control expose it as None
+SUFFIX, TMP_PREFIX = ".kvr", ".tmp-"  # record files; temp files of creators not yet published
 MAX_PAGES = 1 << 24  # 16 MiB of page states; larger pools should publish coarser pages
 
 # magic, version, header size, pid, start ticks, pid namespace | max_pages, created_ns, capacity, page_size,
@@ -48,42 +51,6 @@ FIELD_NAMES = ("revision", "mapped", "used", "retained", "limit", "min", "n_maps
                "n_pages", "control_ack")
 PAGES_OFF = 640
 assert HEADER.size <= CTL_OFF and CTL_OFF + CTL_SIZE <= DATA_OFF and DATA_OFF + 16 + FIELDS.size <= PAGES_OFF
-
-
-class RegistryError(Exception):
-    """Base class of every error raised by kvlab.registry."""
-
-
-class PoolNotFound(RegistryError, LookupError):
-    """No live pool of that name (it never existed, was closed, or its process died)."""
-
-
-class InvalidSize(RegistryError, ValueError):
-    """A size, count or page map that is negative, not an integer, or out of range."""
-
-
-class InvalidName(RegistryError, ValueError):
-    """A pool name that cannot be a record name."""
-
-
-class LimitBelowMinimum(RegistryError, ValueError):
-    """A limit below the pool's minimum guarantee (or a minimum above its limit)."""
-
-
-class RecordExists(RegistryError, FileExistsError):
-    """Another live process already publishes a pool under that name."""
-
-
-class RecordOwned(RegistryError, PermissionError):
-    """The record belongs to a live process; only that process may remove it."""
-
-
-class RecordBusy(RegistryError, TimeoutError):
-    """No consistent snapshot within the time allowed (the owner is stopped mid-write, or hammering it)."""
-
-
-class RecordClosed(RegistryError):
-    """The publisher was used after close(), or in a forked child that does not own the record."""
 
 
 @dataclass(frozen=True)

@@ -2,35 +2,25 @@
 
 Records are files in one private directory on tmpfs (``/dev/shm/kvlab-<uid>``), so `ls` shows them and
 `rm` cleans up by hand. Files instead of multiprocessing.shared_memory because its resource tracker unlinks
-segments it did not create and cannot tell who owns one.
-
-Ownership is a flock: the owner takes LOCK_EX before the record is visible and holds it for its lifetime;
-the kernel drops it when the process dies, even on SIGKILL. Deleting a record requires that lock, so an
-owner's record is never deleted under it. Whether a record is *trusted* is decided by the owner's
-(pid, start time), which a reused pid does not match; across pid namespaces the lock is the only witness.
+segments it did not create and cannot tell who owns one. Who may delete what: see view.py.
 """
 
 from __future__ import annotations
 
 import fcntl
-import mmap
 import numbers
 import os
 import re
 import struct
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
-
 from . import proc
-from .record import (CTL_OFF, CTL_SIZE, PAGES_OFF, VERSION, Control, Header, InvalidName, InvalidSize,
-                     LimitBelowMinimum, PoolNotFound, Record, RecordBusy, RecordOwned, RegistryError,
-                     decode_header, try_read_control, try_read_data, write_control)
+from .errors import (InvalidName, InvalidSize, LimitBelowMinimum, PoolNotFound, RecordBusy, RecordOwned,
+                     RegistryError)
+from .record import CTL_OFF, CTL_SIZE, SUFFIX, TMP_PREFIX, Control, Record, write_control
+from .view import View
 
-SUFFIX = ".kvr"
-TMP_PREFIX = ".tmp-"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _KEEP = object()
 _default_root: Path | None = None
@@ -76,95 +66,6 @@ def check_size(value, what: str) -> int:
     return int(value)
 
 
-class View:
-    """An open record file, mapped; ``words`` is its uint64 view for the sequence words."""
-
-    def __init__(self, path: Path, write: bool = False, fd: int | None = None):
-        self.path = path
-        self.fd = fd if fd is not None else os.open(path, (os.O_RDWR if write else os.O_RDONLY) | os.O_CLOEXEC)
-        try:
-            st = os.fstat(self.fd)
-            self.ident = (st.st_dev, st.st_ino)
-            self.mm = mmap.mmap(self.fd, st.st_size, access=mmap.ACCESS_WRITE if write else mmap.ACCESS_READ) \
-                if st.st_size else None
-            self.header: Header | None = decode_header(self.mm) if self.mm else None
-            # Only the words before the pages are ever read as integers (the sequence words).
-            self.words = np.frombuffer(self.mm, dtype="<u8", count=PAGES_OFF // 8) \
-                if self.header and self.header.version == VERSION else None
-        except BaseException:
-            os.close(self.fd)
-            raise
-
-    def close(self) -> None:
-        self.words = None  # the mmap cannot close while numpy still exports its buffer
-        if self.mm is not None:
-            self.mm.close()
-        os.close(self.fd)
-
-    def __enter__(self) -> "View":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def owner_alive(self) -> bool:
-        h = self.header
-        verdict = proc.alive(h.pid, h.start_ticks, h.pidns)
-        if verdict is not None:
-            return verdict
-        try:  # another pid namespace: a shared probe fails only while the owner holds its exclusive lock
-            fcntl.flock(self.fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
-        return False
-
-    def reap(self) -> bool:
-        """Unlink this dead owner's record. Holding its lock excludes the owner and other reapers; checking
-        that the path still names our inode means we delete what we judged, never a newcomer's record."""
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False  # a forked child still holds it, or another reaper is at work: try again later
-        try:
-            st = os.stat(self.path)
-            if (st.st_dev, st.st_ino) != self.ident:
-                return False
-            os.unlink(self.path)
-            return True
-        except FileNotFoundError:
-            return False
-        finally:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-
-    def control(self, timeout: float = 0.5) -> Control:
-        return _retry(lambda: try_read_control(self.mm, self.words), timeout, self.path)
-
-    def snapshot(self, timeout: float = 0.5) -> Record:
-        h = self.header
-        fields, pages = _retry(lambda: try_read_data(self.mm, self.words, h.max_pages), timeout, self.path)
-        limit = fields.pop("limit")
-        fields.pop("n_pages")
-        return Record(name=h.name, model=h.model, pid=h.pid, start_ticks=h.start_ticks, device=h.device,
-                      device_uuid=h.device_uuid, capacity=h.capacity, page_size=h.page_size,
-                      created=h.created_ns / 1e9, heartbeat=fields.pop("heartbeat_ns") / 1e9,
-                      limit=None if limit < 0 else limit, control=self.control(timeout), pages=pages, **fields)
-
-
-def _retry(attempt, timeout: float, path: Path):
-    """Spin briefly, then back off: a writer holds the seqlock for microseconds, but may lose the GIL."""
-    deadline, n = time.monotonic() + timeout, 0
-    while True:
-        got = attempt()
-        if got is not None:
-            return got
-        n += 1
-        if n > 64:
-            if time.monotonic() > deadline:
-                raise RecordBusy(f"{path.name}: no consistent snapshot in {timeout:.2f}s; is its owner stopped?")
-            time.sleep(min(1e-3, 1e-5 * n))
-
-
 def _open_live(name: str, root, write: bool = False) -> View:
     """The record of a live pool; reaps it and raises PoolNotFound if its owner is gone."""
     path = registry_dir(root) / (check_name(name) + SUFFIX)
@@ -174,7 +75,7 @@ def _open_live(name: str, root, write: bool = False) -> View:
         raise PoolNotFound(f"no pool named {name!r} in {path.parent}; `kvlab ctl list` shows the pools") from None
     h = view.header
     alive = h is not None and view.owner_alive()
-    if alive and h.version == VERSION:
+    if alive and view.readable():
         return view
     if h is not None and not alive:
         view.reap()
@@ -205,7 +106,7 @@ def _scan(root, reap: bool):
             if not view.owner_alive():
                 if reap and view.reap():
                     yield entry[:-len(SUFFIX)], None
-            elif view.header.version == VERSION:
+            elif view.readable():
                 yield entry[:-len(SUFFIX)], view
 
 
