@@ -1,0 +1,46 @@
+"""Shared set-up for tests that run a real vLLM engine on CPU (in-process, 2 cores are enough)."""
+
+import gc
+import os
+
+# In-process engines: one process, so resident memory and kvlab's state are visible to the test.
+# vLLM reads these once per process, before its first engine.
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
+os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+
+import psutil  # noqa: E402
+
+
+def make_llm(model, kv_bytes: int, kvlab: dict | None = None, **kwargs):
+    """A CPU vLLM engine over ``model`` with an explicit KV cache; elastic when ``kvlab`` says so."""
+    from vllm import LLM
+
+    import kvlab.engines.vllm as kv
+
+    kv.register()  # what the vllm.general_plugins entry point does in every vLLM process
+    args = dict(model=str(model), enforce_eager=True, dtype="bfloat16", kv_cache_memory_bytes=kv_bytes,
+                distributed_executor_backend="uni", max_model_len=8192, seed=0, max_num_seqs=64)
+    args.update(kwargs)
+    if kvlab is not None:
+        args["additional_config"] = {"kvlab": kvlab}
+    return LLM(**args)
+
+
+def close_llm(llm) -> None:
+    llm.llm_engine.engine_core.shutdown()
+    del llm
+    gc.collect()
+
+
+def scheduler_of(llm):
+    """The engine core's scheduler of an in-process engine."""
+    return llm.llm_engine.engine_core.engine_core.scheduler
+
+
+def worker_stats(llm) -> dict:
+    return llm.collective_rpc("kvlab_stats")[0]
+
+
+def rss() -> int:
+    return psutil.Process().memory_info().rss
