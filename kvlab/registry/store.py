@@ -84,13 +84,14 @@ def _open_live(name: str, root, write: bool = False) -> View:
     raise PoolNotFound(f"pool {name!r} is not live: {why}")
 
 
-def _scan(root, reap: bool):
-    """Yield (name, view) for every live, readable record; reap dead ones and leftover temp files."""
+def _scan(root):
+    """Yield (name, view) for every live, readable record, and (name, None) for each dead one reaped."""
     d = registry_dir(root)
     try:
         entries = sorted(os.listdir(d))
     except FileNotFoundError:
         return
+    reaped = False
     for entry in entries:
         if entry.startswith(TMP_PREFIX):
             _reap_tmp(d / entry)
@@ -104,10 +105,16 @@ def _scan(root, reap: bool):
             if view.header is None:
                 continue
             if not view.owner_alive():
-                if reap and view.reap():
+                if view.reap():
+                    reaped = True
                     yield entry[:-len(SUFFIX)], None
             elif view.readable():
                 yield entry[:-len(SUFFIX)], view
+    if reaped:
+        try:
+            os.rmdir(d)  # as Publisher.close() does: the directory lives only while it holds records
+        except OSError:
+            pass
 
 
 def _reap_tmp(path: Path) -> None:
@@ -126,7 +133,7 @@ def _reap_tmp(path: Path) -> None:
 def list_records(root: str | os.PathLike | None = None, timeout: float = 0.2) -> list[Record]:
     """Snapshots of every live pool, by name; records of dead processes are reaped on the way."""
     out = []
-    for _, view in _scan(root, reap=True):
+    for _, view in _scan(root):
         if view is not None:
             try:
                 out.append(view.snapshot(timeout))
@@ -142,7 +149,7 @@ def read(name: str, root: str | os.PathLike | None = None, timeout: float = 0.5)
 
 def reap(root: str | os.PathLike | None = None) -> list[str]:
     """Remove the records of dead processes now; returns their names."""
-    return [name for name, view in _scan(root, reap=True) if view is None]
+    return [name for name, view in _scan(root) if view is None]
 
 
 def remove(name: str, root: str | os.PathLike | None = None) -> bool:

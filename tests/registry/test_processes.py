@@ -93,6 +93,7 @@ def test_sigkilled_process_is_reaped_even_as_a_zombie(root):
         # The kernel drops a dead process's flock a few ms after it turns zombie (deferred file release);
         # until then the record is hidden but kept, then the next reader reaps it.
         _wait_for(lambda: registry.list_records(root) == [] and not registry.record_path(name, root).exists())
+        assert not os.path.exists(root)  # the reaper removed the emptied directory too
         with pytest.raises(registry.PoolNotFound):
             registry.read(name, root)
     finally:
