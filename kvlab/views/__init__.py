@@ -1,0 +1,19 @@
+"""kvlab.views: live notebook views (anywidget) of pages, memory over time and latency.
+
+Every view is fed from any thread and sends at most ~10 updates a second through one background
+thread (see :mod:`kvlab.views.coalescer`). Needs ``anywidget`` (``pip install kvlab[views]``).
+"""
+
+try:
+    import anywidget  # noqa: F401
+except ImportError as e:  # pragma: no cover - depends on the install
+    raise ImportError("kvlab.views needs anywidget and ipywidgets: pip install 'kvlab[views]' "
+                      "(or pip install anywidget ipywidgets)") from e
+
+from .coalescer import Coalescer, CoalescerSettings, Sampler, default_coalescer
+from .latency import LatencyView
+from .pagemap import IN_USE, MAPPED_FREE, UNMAPPED, PageMap
+from .timeline import MemoryTimeline
+
+__all__ = ["PageMap", "MemoryTimeline", "LatencyView", "Coalescer", "CoalescerSettings", "Sampler",
+           "default_coalescer", "UNMAPPED", "MAPPED_FREE", "IN_USE"]
