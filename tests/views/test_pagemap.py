@@ -1,0 +1,97 @@
+"""PageMap on the Python side: what goes into the traits, and a live view of a real Arena."""
+
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("anywidget", reason="kvlab.views needs anywidget (pip install anywidget ipywidgets)")
+
+from kvlab.views import IN_USE, MAPPED_FREE, UNMAPPED, PageMap
+
+
+def wait_for(cond, timeout=2.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_states_travel_as_one_byte_per_page(cap, coalescer):
+    pm = PageMap(coalescer=coalescer)
+    states = np.array([UNMAPPED, MAPPED_FREE, IN_USE, IN_USE], np.uint8)
+    assert pm.update("a", states, {"page_size": np.int64(2 << 20), "device": object.__class__})
+    pm.flush()
+    assert pm.states == {"a": states.tobytes()} and pm.order == ["a"]
+    assert pm.infos["a"]["page_size"] == 2 << 20 and isinstance(pm.infos["a"]["device"], str)
+    msg = cap.updates(pm.comm.comm_id)[-1]
+    assert msg.buffers == [states.tobytes()], "states must be binary buffers, not JSON"
+    assert pm.counts("a") == {"unmapped": 1, "mapped_free": 1, "in_use": 2}
+
+
+def test_unchanged_update_sends_nothing(cap, coalescer):
+    pm = PageMap(coalescer=coalescer)
+    pm.update("a", np.zeros(8, np.uint8))
+    pm.flush()
+    sent = len(cap.updates(pm.comm.comm_id))
+    assert not pm.update("a", np.zeros(8, np.uint8))
+    pm.flush()
+    assert len(cap.updates(pm.comm.comm_id)) == sent
+
+
+def test_mask_and_bad_input():
+    pm = PageMap()
+    pm.update("m", np.array([True, False]))
+    pm.flush()
+    assert pm.states["m"] == bytes([IN_USE, UNMAPPED])
+    with pytest.raises(ValueError, match="0 \\(unmapped\\)"):
+        pm.update("x", np.array([3]))
+    with pytest.raises(ValueError, match="1-D"):
+        pm.update("x", np.zeros((2, 2), np.uint8))
+    with pytest.raises(ValueError, match="integers"):
+        pm.update("x", np.array([0.5]))
+
+
+def test_remove(coalescer):
+    pm = PageMap(coalescer=coalescer)
+    pm.update("a", [0])
+    pm.update("b", [2])
+    pm.remove("a")
+    pm.remove("nope")
+    pm.flush()
+    assert pm.order == ["b"] and list(pm.states) == ["b"] and pm.pools == ["b"]
+
+
+def test_from_arena_follows_map_and_unmap(cap, coalescer):
+    from kvlab.memory import Arena
+
+    with Arena("64MiB") as arena:
+        pm = PageMap.from_arena(arena, name="kv", interval_s=0.02, coalescer=coalescer)
+        assert pm.counts("kv")["unmapped"] == arena.n_pages == 32
+        arena.map(range(4, 12))
+        assert wait_for(lambda: pm.states.get("kv", b"")[4:12] == bytes([IN_USE] * 8))
+        arena.unmap(range(4, 8))
+        want = bytes([0] * 8 + [IN_USE] * 4 + [0] * 20)
+        assert wait_for(lambda: pm.states["kv"] == want)
+        # and a front end got it (the message leaves just after the trait is set: wait for it too)
+        assert wait_for(lambda: cap.state(pm.comm.comm_id)["states"]["kv"] == want)
+        assert pm.infos["kv"]["page_size"] == arena.page_size
+    assert wait_for(lambda: pm.infos["kv"].get("label") == "closed" and not pm._samplers[0].active)
+    assert pm.states["kv"] == bytes(32)
+    pm.close()
+    assert not pm._samplers
+
+
+def test_from_arena_tells_free_pages_apart(coalescer):
+    from kvlab.memory import Arena
+
+    with Arena("64MiB") as arena:
+        arena.map(range(4))
+        used = np.zeros(arena.n_pages, bool)
+        used[:2] = True
+        pm = PageMap.from_arena(arena, name="kv", used=lambda: used, coalescer=coalescer)
+        pm.flush()
+        assert pm.states["kv"][:5] == bytes([IN_USE, IN_USE, MAPPED_FREE, MAPPED_FREE, UNMAPPED])
+        pm.close()
