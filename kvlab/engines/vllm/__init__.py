@@ -1,0 +1,14 @@
+"""kvlab.engines.vllm: vLLM serving from elastic KV memory.
+
+Turn it on with ``KVLAB_ELASTIC=1`` (vLLM loads ``register`` through its ``vllm.general_plugins``
+entry point in every process). Optional: ``KVLAB_LIMIT`` (most KV bytes mapped at once),
+``KVLAB_RESERVE`` (free headroom kept mapped), ``KVLAB_RELEASE_DELAY`` (seconds),
+``KVLAB_PAGE_SIZE``; or per engine ``additional_config={"kvlab": {"elastic": True, ...}}``.
+Design: docs/design/vllm-integration.md.
+"""
+
+from .plugin import register
+from .settings import ElasticSettings
+from .versions import SUPPORTED, UnsupportedVLLM
+
+__all__ = ["register", "ElasticSettings", "SUPPORTED", "UnsupportedVLLM"]

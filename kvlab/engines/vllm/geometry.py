@@ -1,0 +1,97 @@
+"""Block <-> page arithmetic shared by the scheduler and the workers.
+
+vLLM stores layer ``l``'s part of block ``b`` at a fixed stride inside that layer's region of the KV
+buffer. A page therefore holds ``page_size / block_bytes`` consecutive blocks of one layer, and
+mapping a block means mapping one page in *every* layer. The unit of mapping is a *chunk*: the
+smallest run of consecutive blocks whose bytes fill whole pages in each layer
+(``lcm(page_size, block_bytes)`` bytes per layer). Chunk ``c`` is blocks ``[c*K, (c+1)*K)`` and owns
+``pages_per_chunk`` pages that no other chunk touches, so the scheduler can count memory in chunks
+and the workers can map exactly what the scheduler counted.
+
+That holds only when every layer's region starts on a page boundary, i.e. when the number of blocks
+is a multiple of K: workers round the KV memory they report to whole chunks to get there.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ChunkGeometry:
+    page_size: int      # bytes per mapped page
+    block_bytes: int    # bytes one block takes in one layer (vLLM's KVCacheSpec.page_size_bytes)
+    num_layers: int     # layers that own KV memory on this worker
+    num_blocks: int     # blocks in the scheduler's pool, the null block 0 included
+
+    def __post_init__(self):
+        for name in ("page_size", "block_bytes", "num_layers", "num_blocks"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+    @property
+    def blocks_per_chunk(self) -> int:
+        return self.page_size // math.gcd(self.page_size, self.block_bytes)
+
+    @property
+    def pages_per_layer(self) -> int:
+        """Pages one chunk takes in one layer."""
+        return self.blocks_per_chunk * self.block_bytes // self.page_size
+
+    @property
+    def pages_per_chunk(self) -> int:
+        return self.pages_per_layer * self.num_layers
+
+    @property
+    def chunk_bytes(self) -> int:
+        return self.pages_per_chunk * self.page_size
+
+    @property
+    def num_chunks(self) -> int:
+        return self.num_blocks // self.blocks_per_chunk
+
+    @property
+    def aligned(self) -> bool:
+        return self.num_blocks % self.blocks_per_chunk == 0
+
+    def chunk_of(self, block_id: int) -> int:
+        return block_id // self.blocks_per_chunk
+
+    def blocks_of(self, chunk: int) -> range:
+        k = self.blocks_per_chunk
+        return range(chunk * k, (chunk + 1) * k)
+
+    def require_aligned(self) -> None:
+        if not self.aligned:
+            raise ValueError(
+                f"the KV cache has {self.num_blocks} blocks, not a multiple of the {self.blocks_per_chunk} blocks "
+                f"that fill whole {self.page_size >> 10} KiB pages; kvlab rounds the KV memory it reports to whole "
+                "chunks, so this happens only with num_gpu_blocks_override: make it a multiple of "
+                f"{self.blocks_per_chunk} or leave it unset")
+
+    @staticmethod
+    def round_memory(available: int, block_bytes: int, num_layers: int, page_size: int) -> int:
+        """The largest KV memory <= ``available`` that vLLM turns into a whole number of chunks.
+
+        vLLM computes ``num_blocks = memory // (block_bytes * num_layers)`` for a uniform model.
+        """
+        k = page_size // math.gcd(page_size, block_bytes)
+        per_chunk = k * block_bytes * num_layers
+        return max(available, 0) // per_chunk * per_chunk
+
+    @classmethod
+    def from_kv_cache_config(cls, kv_cache_config, page_size: int) -> "ChunkGeometry":
+        """Geometry of a vLLM KVCacheConfig (duck-typed; one full-attention group is supported)."""
+        groups = [g for g in kv_cache_config.kv_cache_groups if g.layer_names]
+        if len(groups) != 1:
+            raise ValueError(
+                f"kvlab elastic memory supports models with one KV cache group (uniform attention); this model "
+                f"has {len(groups)} (hybrid or sliding-window models are not supported yet)")
+        spec = groups[0].kv_cache_spec
+        per_layer = getattr(spec, "kv_cache_specs", None)  # UniformTypeKVCacheSpecs holds one spec per layer
+        sizes = {s.page_size_bytes for s in per_layer.values()} if per_layer else {spec.page_size_bytes}
+        if len(sizes) != 1:
+            raise ValueError(f"layers of different KV sizes ({sorted(sizes)}) are not supported by kvlab yet")
+        return cls(page_size=page_size, block_bytes=sizes.pop(), num_layers=len(groups[0].layer_names),
+                   num_blocks=kv_cache_config.num_blocks)

@@ -1,0 +1,136 @@
+"""Scheduler-side page policy: which chunks are mapped, when to map more, when to give them back.
+
+Pure Python, no vLLM: the block pool tells the planner when blocks enter or leave its free queue,
+and the planner answers three questions:
+
+* how many more chunks may be mapped (the budget: the limit, or the whole reservation),
+* which chunk to map next (the lowest unmapped one, so mapped memory stays in low, contiguous runs),
+* which fully free chunks to release: while busy, those free for ``release_delay`` seconds; when the
+  engine goes idle, all of them; either way keeping ``reserve_chunks`` free chunks as headroom.
+
+Every decision is recorded as an event; ``take_plan()`` turns the events since the last call into a
+PagePlan that the workers apply, in order, before the next forward pass.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+
+# The SchedulerOutput attribute that carries a step's PagePlan to the workers.
+PLAN_ATTR = "kvlab_plan"
+
+
+@dataclass(frozen=True)
+class PagePlan:
+    """What each worker does before a step's forward pass: unmap ``unmap``, then map ``map`` (chunk ids)."""
+
+    seq: int
+    unmap: tuple[int, ...] = ()
+    map: tuple[int, ...] = ()
+
+
+class ChunkPlanner:
+    def __init__(self, num_chunks: int, blocks_per_chunk: int, chunk_bytes: int, *, budget_chunks: int | None = None,
+                 reserve_chunks: int = 0, release_delay: float = 1.0, pinned: tuple[int, ...] = (0,)):
+        if num_chunks <= 0 or blocks_per_chunk <= 0:
+            raise ValueError("a planner needs at least one chunk of at least one block")
+        self.num_chunks, self.k, self.chunk_bytes = num_chunks, blocks_per_chunk, chunk_bytes
+        self.pinned = frozenset(pinned)
+        self.reserve_chunks = reserve_chunks
+        self.release_delay = release_delay
+        self.mapped = [c in self.pinned for c in range(num_chunks)]
+        self.n_mapped = len(self.pinned)
+        self.free = [0] * num_chunks              # free blocks of each chunk that sit in the free queue
+        self.free_since = [0.0] * num_chunks      # when the chunk last became fully free
+        self._fully_free: set[int] = set()        # mapped, unpinned chunks whose every block is free
+        self._unmapped = [c for c in range(num_chunks) if not self.mapped[c]]  # a heap: lowest first
+        self._unmap_events: list[int] = []
+        self._map_events: list[int] = []
+        self._seq = 0
+        self.now = 0.0
+        self.peak_mapped = self.n_mapped
+        self.budget_chunks = budget_chunks
+
+    # -- budget ------------------------------------------------------------------------------------
+    @property
+    def budget_chunks(self) -> int:
+        return self._budget
+
+    @budget_chunks.setter
+    def budget_chunks(self, value: int | None) -> None:
+        """Most chunks mapped at once. Lowering it unmaps nothing at once: free chunks go first, at release."""
+        self._budget = self.num_chunks if value is None else max(len(self.pinned), min(int(value), self.num_chunks))
+
+    def growable_chunks(self) -> int:
+        return max(0, min(len(self._unmapped), self._budget - self.n_mapped))
+
+    # -- events from the free queue ----------------------------------------------------------------
+    def tick(self, now: float) -> None:
+        self.now = now
+
+    def on_free(self, block_ids) -> None:
+        k, free = self.k, self.free
+        for b in block_ids:
+            c = b // k
+            free[c] += 1
+            if free[c] == k and c not in self.pinned:
+                self._fully_free.add(c)
+                self.free_since[c] = self.now
+
+    def on_taken(self, block_ids) -> None:
+        k, free = self.k, self.free
+        for b in block_ids:
+            c = b // k
+            if free[c] == k:
+                self._fully_free.discard(c)
+            free[c] -= 1
+
+    # -- decisions ---------------------------------------------------------------------------------
+    def grow(self) -> int:
+        """Mark the lowest unmapped chunk mapped and return it; the caller links its blocks."""
+        if self.growable_chunks() <= 0:
+            raise RuntimeError("no chunk may be mapped: the budget is spent")
+        c = heapq.heappop(self._unmapped)
+        self.mapped[c] = True
+        self.n_mapped += 1
+        self.peak_mapped = max(self.peak_mapped, self.n_mapped)
+        self._map_events.append(c)
+        return c
+
+    def release_candidates(self, idle: bool) -> list[int]:
+        """Fully free chunks to release now, highest first, keeping the lowest ``reserve_chunks`` as headroom.
+
+        Over budget (a lowered limit), the reserve is given up too.
+        """
+        ready = sorted(self._fully_free)
+        keep = max(0, min(self.reserve_chunks, self._budget - (self.n_mapped - len(ready))))
+        spare = ready[keep:]
+        if not idle:
+            deadline = self.now - self.release_delay
+            spare = [c for c in spare if self.free_since[c] <= deadline]
+        return spare[::-1]
+
+    def mark_released(self, c: int) -> None:
+        """Record that chunk ``c``'s blocks left the free queue for good and its pages must be unmapped."""
+        if not self.mapped[c] or c in self.pinned:
+            raise ValueError(f"chunk {c} is not a mapped, releasable chunk")
+        self._fully_free.discard(c)
+        self.free[c] = 0
+        self.mapped[c] = False
+        self.n_mapped -= 1
+        heapq.heappush(self._unmapped, c)
+        self._unmap_events.append(c)
+
+    def take_plan(self) -> PagePlan | None:
+        if not self._unmap_events and not self._map_events:
+            return None
+        self._seq += 1
+        plan = PagePlan(self._seq, tuple(self._unmap_events), tuple(self._map_events))
+        self._unmap_events, self._map_events = [], []
+        return plan
+
+    def stats(self) -> dict:
+        return {"chunks": self.num_chunks, "mapped_chunks": self.n_mapped, "peak_mapped_chunks": self.peak_mapped,
+                "budget_chunks": self._budget, "fully_free_chunks": len(self._fully_free),
+                "chunk_bytes": self.chunk_bytes, "mapped_bytes": self.n_mapped * self.chunk_bytes}

@@ -1,0 +1,99 @@
+"""Elastic-memory settings: typed, validated, read once per engine.
+
+The switch is ``KVLAB_ELASTIC=1``. The settings are read in the process that builds the engine's
+config (``EngineArgs.create_engine_config``) and travel to the scheduler and worker processes inside
+``vllm_config.additional_config["kvlab"]``, so every process of one engine agrees on them even when
+the environment differs. A per-engine override is ``additional_config={"kvlab": {...}}`` with the
+same keys as ``to_dict()`` (``elastic``, ``page_size``, ``limit``, ``reserve``, ``release_delay``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import uuid
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
+
+from kvlab.memory.units import MiB, parse_size
+
+CONFIG_KEY = "kvlab"
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"", "0", "false", "no", "off"}
+
+
+def _flag(value, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"{name}={value!r} is not a boolean: use 1 or 0")
+
+
+@dataclass(frozen=True)
+class ElasticSettings:
+    elastic: bool = False
+    page_size: int = 2 * MiB          # mapping granularity; the CUDA VMM granularity on current GPUs
+    limit: int | None = None          # most KV bytes mapped at once; None: the device is the limit
+    reserve: int = 32 * MiB           # free, mapped KV memory kept as headroom so bursts don't thrash
+    release_delay: float = 1.0        # seconds a chunk must stay free (while busy) before it is unmapped
+    engine_id: str = ""               # ties one engine's scheduler to its in-process workers
+
+    def __post_init__(self):
+        if self.page_size <= 0 or self.page_size % 4096:
+            raise ValueError(f"KVLAB_PAGE_SIZE={self.page_size} must be a positive multiple of 4 KiB")
+        if self.limit is not None and self.limit <= 0:
+            raise ValueError("KVLAB_LIMIT must be positive (leave it unset for no limit)")
+        if self.reserve < 0:
+            raise ValueError("KVLAB_RESERVE must be >= 0")
+        if not (self.release_delay >= 0 and math.isfinite(self.release_delay)):
+            raise ValueError("KVLAB_RELEASE_DELAY must be a finite number of seconds >= 0")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "ElasticSettings":
+        env = os.environ if environ is None else environ
+        kw = {"elastic": _flag(env.get("KVLAB_ELASTIC", ""), "KVLAB_ELASTIC")}
+        if env.get("KVLAB_PAGE_SIZE"):
+            kw["page_size"] = parse_size(env["KVLAB_PAGE_SIZE"])
+        if env.get("KVLAB_LIMIT"):
+            kw["limit"] = parse_size(env["KVLAB_LIMIT"])
+        if env.get("KVLAB_RESERVE"):
+            kw["reserve"] = parse_size(env["KVLAB_RESERVE"])
+        if env.get("KVLAB_RELEASE_DELAY"):
+            kw["release_delay"] = float(env["KVLAB_RELEASE_DELAY"])
+        return cls(**kw)
+
+    def merged(self, overrides: Mapping | None) -> "ElasticSettings":
+        """These settings with ``overrides`` (a dict as in ``to_dict``, sizes may be strings) applied."""
+        if not overrides:
+            return self
+        unknown = set(overrides) - {f for f in asdict(self)}
+        if unknown:
+            raise ValueError(f"unknown kvlab settings {sorted(unknown)}; known: {sorted(asdict(self))}")
+        kw = dict(overrides)
+        if "elastic" in kw:
+            kw["elastic"] = _flag(kw["elastic"], "elastic")
+        for key in ("page_size", "reserve"):
+            if key in kw:
+                kw[key] = parse_size(kw[key])
+        if kw.get("limit") is not None:
+            kw["limit"] = parse_size(kw["limit"])
+        if "release_delay" in kw:
+            kw["release_delay"] = float(kw["release_delay"])
+        return replace(self, **kw)
+
+    def with_engine_id(self) -> "ElasticSettings":
+        return self if self.engine_id else replace(self, engine_id=uuid.uuid4().hex)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_vllm_config(cls, vllm_config) -> "ElasticSettings":
+        """The settings an engine was built with (elastic=False when kvlab did not touch it)."""
+        extra = getattr(vllm_config, "additional_config", None) or {}
+        data = extra.get(CONFIG_KEY) if isinstance(extra, Mapping) else None
+        return cls().merged(data) if data else cls()
