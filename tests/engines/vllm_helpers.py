@@ -44,3 +44,41 @@ def worker_stats(llm) -> dict:
 
 def rss() -> int:
     return psutil.Process().memory_info().rss
+
+
+def resident_bytes(pid: int, start: int, length: int) -> int:
+    """Resident bytes of ``pid``'s memory in [start, start + length), from the kernel (/proc/PID/smaps)."""
+    total, overlap = 0, 0
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            head = line.split(None, 1)[0]
+            if "-" in head and not head.endswith(":"):
+                lo, hi = (int(x, 16) for x in head.split("-"))
+                overlap = max(0, min(hi, start + length) - max(lo, start))
+            elif head == "Rss:" and overlap:
+                total += int(line.split()[1]) * 1024  # the arena's VMAs lie inside the range
+    return total
+
+
+class PeakResidency:
+    """Samples ``resident_bytes`` every 10 ms in a thread while the ``with`` block runs; ``.peak``."""
+
+    def __init__(self, pid: int, start: int, length: int):
+        import threading
+
+        self.args, self.peak = (pid, start, length), 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, resident_bytes(*self.args))
+            self._stop.wait(0.01)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()

@@ -1,0 +1,116 @@
+"""vLLM's free-block queue, made elastic: only blocks of mapped chunks are linked in it.
+
+The scheduler's BlockPool hands out blocks with ``free_block_queue.popleft_n`` and judges capacity by
+``free_block_queue.num_free_blocks``. Replacing that one object (a subclass, so every other pool
+method keeps working) is enough to put the policy in the pool:
+
+* ``num_free_blocks`` = linked free blocks + the blocks of chunks the budget still lets us map, so a
+  spent budget looks to vLLM like a full cache: new requests wait and running ones get preempted.
+* ``popleft_n`` maps more chunks (lowest first) before vLLM would evict prefix-cached blocks, and
+  before it runs out; the planner records the chunks so the workers map them before the forward pass.
+* ``release(chunk)`` evicts the chunk's cached blocks from the prefix cache and unlinks them, so
+  nothing can reach the chunk's memory until it is mapped again.
+
+Blocks of unmapped chunks are *parked*: ref_cnt 0, no hash, not linked, invisible to vLLM.
+"""
+
+from __future__ import annotations
+
+from vllm.v1.core.kv_cache_utils import FreeKVCacheBlockQueue
+
+from .planner import ChunkPlanner
+
+
+class ElasticFreeQueue(FreeKVCacheBlockQueue):
+    def __init__(self, pool, planner: ChunkPlanner):
+        self._planner = planner
+        self._pool = pool
+        self._linked = 0
+        k = planner.k
+        blocks = []
+        for c in range(planner.num_chunks):
+            if planner.mapped[c]:
+                blocks.extend(b for b in pool.blocks[c * k:(c + 1) * k] if not b.is_null and b.ref_cnt == 0)
+        for b in pool.blocks:  # park everything else: drop the links the old queue left on them
+            b.prev_free_block = b.next_free_block = None
+        super().__init__(blocks)
+        self._linked = len(blocks)
+        planner.on_free(b.block_id for b in blocks)
+
+    # vLLM's methods adjust num_free_blocks arithmetically (+= / -=); the setter keeps that exact
+    # for the linked count while reads also include what the budget still lets us map.
+    @property
+    def num_free_blocks(self) -> int:
+        return self._linked + self._planner.growable_chunks() * self._planner.k
+
+    @num_free_blocks.setter
+    def num_free_blocks(self, value: int) -> None:
+        self._linked = value - self._planner.growable_chunks() * self._planner.k
+
+    @property
+    def num_linked_blocks(self) -> int:
+        return self._linked
+
+    # -- growth ------------------------------------------------------------------------------------
+    def _fresh_at_head(self, n: int) -> int:
+        """How many of the first n linked blocks have no prefix-cache hash (walks at most n links)."""
+        count, block, tail = 0, self.fake_free_list_head.next_free_block, self.fake_free_list_tail
+        while count < n and block is not tail and block is not None and block.block_hash is None:
+            count += 1
+            block = block.next_free_block
+        return count
+
+    def _ensure(self, n: int) -> None:
+        # Map a new chunk rather than evict cached blocks, as stock vLLM uses never-used blocks first.
+        planner = self._planner
+        while planner.growable_chunks() > 0 and (self._linked < n or self._fresh_at_head(n) < n):
+            c = planner.grow()
+            fresh = self._pool.blocks[c * planner.k:(c + 1) * planner.k]
+            super().prepend_n(fresh)
+            planner.on_free(b.block_id for b in fresh)
+
+    def popleft(self):
+        self._ensure(1)
+        block = super().popleft()
+        self._planner.on_taken((block.block_id,))
+        return block
+
+    def popleft_n(self, n: int):
+        self._ensure(n)
+        blocks = super().popleft_n(n)
+        self._planner.on_taken(b.block_id for b in blocks)
+        return blocks
+
+    # -- bookkeeping of vLLM's own moves -----------------------------------------------------------
+    def remove(self, block) -> None:
+        super().remove(block)
+        self._planner.on_taken((block.block_id,))
+
+    def append(self, block) -> None:
+        super().append(block)
+        self._planner.on_free((block.block_id,))
+
+    def append_n(self, blocks) -> None:
+        blocks = list(blocks)
+        super().append_n(blocks)
+        self._planner.on_free(b.block_id for b in blocks)
+
+    def prepend_n(self, blocks) -> None:
+        blocks = list(blocks)
+        super().prepend_n(blocks)
+        self._planner.on_free(b.block_id for b in blocks)
+
+    # -- release -----------------------------------------------------------------------------------
+    def release(self, chunk: int) -> None:
+        """Evict and unlink every block of a fully free chunk, then record it for unmapping."""
+        planner, pool = self._planner, self._pool
+        blocks = pool.blocks[chunk * planner.k:(chunk + 1) * planner.k]
+        if any(b.ref_cnt or b.is_null or b.prev_free_block is None for b in blocks):
+            raise RuntimeError(f"kvlab: chunk {chunk} is not fully free; refusing to release it")
+        watchers = getattr(pool, "_reuse_watchers", None)
+        if watchers:  # readers of unpinned blocks must stop before the memory goes (vLLM >= 0.30)
+            pool._notify_reuse([b for b in blocks if b.block_id in watchers])
+        for b in blocks:
+            pool._maybe_evict_cached_block(b)
+            super().remove(b)
+        planner.mark_released(chunk)

@@ -1,0 +1,143 @@
+"""Worker side: the KV buffer as an Arena view, and the page plans applied before each forward pass.
+
+vLLM allocates the KV cache inside ``Worker._maybe_get_memory_pool_context("kv_cache")`` (0.24 and
+0.32 alike). The elastic worker returns ``allocation_context()`` there: a TorchFunctionMode that
+answers exactly the expected ``torch.zeros(n, dtype=int8)`` calls with views of one reserved,
+unmapped arena, so the buffer is never zero-filled and costs no memory until chunks are mapped.
+Pages are page-aligned per allocation; what vLLM then binds to its layers is read back by
+``layout.page_table``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import weakref
+
+import numpy as np
+import torch
+from torch.overrides import TorchFunctionMode
+
+from kvlab.memory import Arena, KvlabMemoryError
+
+from .geometry import ChunkGeometry
+from .layout import page_table
+from .planner import PagePlan
+from .settings import ElasticSettings
+
+logger = logging.getLogger("vllm.kvlab")  # under vLLM's logger, so its handlers print it
+
+_local_lock = threading.Lock()
+_local: dict[str, list[weakref.ref]] = {}
+
+
+def local_workers(engine_id: str) -> list["WorkerMapper"]:
+    """Mappers of ``engine_id`` that live in this process (in-process engines); empty in the scheduler of a
+    multi-process engine."""
+    with _local_lock:
+        return [m for m in (r() for r in _local.get(engine_id, ())) if m is not None and not m.closed]
+
+
+def _expected_allocations(kv_cache_config) -> list[int]:
+    tensors = kv_cache_config.kv_cache_tensors
+    if tensors and hasattr(tensors[0], "layer_stride"):  # vLLM >= 0.30: one backing buffer for all layers
+        return [tensors[0].size]
+    if any(getattr(t, "block_stride", 0) > 0 for t in tensors):
+        raise ValueError("kvlab elastic memory does not support vLLM's packed (block-outermost) KV buffers yet")
+    return [t.size for t in tensors]
+
+
+class _ArenaAllocation(TorchFunctionMode):
+    def __init__(self, owner: "WorkerMapper"):
+        super().__init__()
+        self.owner = owner
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.zeros and kwargs.get("dtype") is torch.int8 and args:
+            size = args[0] if len(args) == 1 else args
+            n = size[0] if isinstance(size, (tuple, list, torch.Size)) and len(size) == 1 else size
+            if isinstance(n, int) and n in self.owner.pending:
+                return self.owner.take(n)
+        return func(*args, **kwargs)
+
+
+class WorkerMapper:
+    def __init__(self, settings: ElasticSettings, kv_cache_config, device: torch.device):
+        self.settings = settings
+        self.geometry = ChunkGeometry.from_kv_cache_config(kv_cache_config, settings.page_size)
+        self.geometry.require_aligned()
+        page = settings.page_size
+        self.pending = _expected_allocations(kv_cache_config)
+        capacity = sum(-(-n // page) * page for n in self.pending)
+        self.arena = Arena(capacity, device="cpu" if device.type == "cpu" else f"cuda:{device.index or 0}",
+                           page_size=page)
+        self._cursor = 0
+        self.table: np.ndarray | None = None
+        self.closed = False
+        self._is_cuda = device.type == "cuda"
+        self.plans_applied = 0
+        self.chunks_mapped = self.chunks_unmapped = 0
+        self.peak_mapped_bytes = 0
+
+    # -- allocation --------------------------------------------------------------------------------
+    def allocation_context(self) -> TorchFunctionMode:
+        return _ArenaAllocation(self)
+
+    def take(self, n: int) -> torch.Tensor:
+        self.pending.remove(n)
+        t = self.arena.torch("int8", (n,), offset=self._cursor)
+        self._cursor += -(-n // self.settings.page_size) * self.settings.page_size
+        return t
+
+    def bind(self, kv_caches, engine_id: str) -> None:
+        """Read the page table off the bound views; map chunk 0 (it holds vLLM's null block)."""
+        if self.pending:
+            raise RuntimeError(f"kvlab: vLLM did not allocate its KV cache through torch.zeros as expected "
+                               f"({len(self.pending)} allocation(s) missing); this vLLM build is not supported")
+        self.table = page_table(list(kv_caches), self.arena.base, self.arena.capacity, self.geometry)
+        self._map((0,))
+        with _local_lock:
+            _local.setdefault(engine_id, []).append(weakref.ref(self))
+        logger.info("kvlab: KV arena of %.1f MiB reserved, %d chunks x %d pages, chunk 0 mapped",
+                    self.arena.capacity / 2**20, *self.table.shape)
+
+    # -- plans -------------------------------------------------------------------------------------
+    def _pages(self, chunks) -> np.ndarray:
+        return np.sort(self.table[np.asarray(chunks, dtype=np.int64)].ravel())
+
+    def _map(self, chunks) -> None:
+        try:
+            self.arena.map(self._pages(chunks))
+            self.chunks_mapped += len(chunks)
+            self.peak_mapped_bytes = max(self.peak_mapped_bytes, self.arena.mapped_bytes)
+        except KvlabMemoryError as e:
+            raise type(e)(f"kvlab could not map KV chunks {list(chunks)} ({e}); the scheduler's budget should "
+                          "prevent this, so another process is probably using the device's memory") from e
+
+    def apply(self, plan: PagePlan) -> None:
+        if self.closed or self.table is None:
+            return
+        if plan.unmap:
+            if self._is_cuda:  # earlier steps' kernels may still read these pages
+                torch.cuda.synchronize(self.arena.device.index)
+            self.arena.unmap(self._pages(plan.unmap))
+            self.chunks_unmapped += len(plan.unmap)
+            self.arena.pool.trim(0)  # give the physical pages back to the device, not just to our pool
+        if plan.map:
+            self._map(plan.map)
+        self.plans_applied += 1
+
+    # -- state -------------------------------------------------------------------------------------
+    def stats(self) -> dict:
+        return {"mapped_bytes": self.arena.mapped_bytes, "capacity": self.arena.capacity, "base": self.arena.base,
+                "pid": os.getpid(), "device": str(self.arena.device),
+                "chunk_bytes": self.geometry.chunk_bytes, "chunks": self.geometry.num_chunks,
+                "plans_applied": self.plans_applied, "chunks_mapped": self.chunks_mapped,
+                "chunks_unmapped": self.chunks_unmapped, "peak_mapped_bytes": self.peak_mapped_bytes}
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.arena.close()

@@ -1,0 +1,74 @@
+"""What the elastic workers add to vLLM's CPU and GPU workers (see worker_cpu.py, worker_gpu.py).
+
+* ``determine_available_memory``: the KV capacity the model could use alone (never refused for lack
+  of free memory: it is virtual), rounded down to whole chunks so layers start on page boundaries.
+* ``_maybe_get_memory_pool_context("kv_cache")``: vLLM allocates the KV buffer inside it; ours hands
+  out arena views instead of zero-filled memory.
+* ``initialize_from_config``: reads the page table off the bound views, maps chunk 0.
+* ``execute_model``: applies the step's page plan before vLLM touches the batch's blocks.
+* ``kvlab_stats``: for ``collective_rpc("kvlab_stats")``.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .geometry import ChunkGeometry
+from .mapper import WorkerMapper
+from .planner import PLAN_ATTR
+from .settings import ElasticSettings
+
+
+def utilization_that_fits(wanted: float, free: int, total: int) -> float:
+    """The largest memory fraction <= ``wanted`` that the free memory satisfies (vLLM checks it at start).
+
+    Elastic engines start next to models that hold most of the device: they reserve no KV memory up
+    front, so the check is met with what is free now, and the wanted fraction is restored afterwards.
+    """
+    return max(0.001, min(wanted, math.floor(free / total * 1000) / 1000 - 0.001))
+
+
+class ElasticWorkerMixin:
+    kvlab_mapper: WorkerMapper | None = None
+
+    @property
+    def kvlab_settings(self) -> ElasticSettings:
+        return ElasticSettings.from_vllm_config(self.vllm_config)
+
+    def _kvlab_capacity(self) -> int:
+        raise NotImplementedError
+
+    def determine_available_memory(self) -> int:
+        settings = self.kvlab_settings
+        capacity = self._kvlab_capacity()
+        sizes = {spec.page_size_bytes for spec in self.get_kv_cache_spec().values()}
+        if len(sizes) != 1:
+            raise ValueError(f"kvlab elastic memory needs layers of one KV size, this model has {sorted(sizes)}")
+        return ChunkGeometry.round_memory(capacity, sizes.pop(), len(self.get_kv_cache_spec()), settings.page_size)
+
+    def _maybe_get_memory_pool_context(self, tag: str):
+        if tag == "kv_cache" and self.kvlab_mapper is not None and self.kvlab_mapper.table is None:
+            return self.kvlab_mapper.allocation_context()
+        return super()._maybe_get_memory_pool_context(tag)
+
+    def initialize_from_config(self, kv_cache_config) -> None:
+        settings = self.kvlab_settings
+        self.kvlab_mapper = WorkerMapper(settings, kv_cache_config, self.device)
+        super().initialize_from_config(kv_cache_config)
+        self.kvlab_mapper.bind(self.model_runner.kv_caches, settings.engine_id)
+
+    def execute_model(self, scheduler_output, *args, **kwargs):
+        plan = getattr(scheduler_output, PLAN_ATTR, None)
+        if plan is not None and self.kvlab_mapper is not None:
+            self.kvlab_mapper.apply(plan)
+        return super().execute_model(scheduler_output, *args, **kwargs)
+
+    def kvlab_stats(self) -> dict:
+        return self.kvlab_mapper.stats() if self.kvlab_mapper is not None else {}
+
+    def shutdown(self) -> None:
+        try:
+            super().shutdown()
+        finally:
+            if self.kvlab_mapper is not None:
+                self.kvlab_mapper.close()

@@ -1,0 +1,98 @@
+"""kvlab's free queue inside vLLM's real BlockPool, driven by random allocate/cache/hit/free/release steps.
+
+After every step the pool must only hand out blocks of mapped chunks, keep the prefix cache pointing
+into mapped chunks, stay within the budget, agree with the planner's counts, and the page plans,
+replayed in order the way a worker applies them, must reproduce the scheduler's view of what is mapped.
+"""
+
+import random
+
+import pytest
+
+pytest.importorskip("vllm")
+
+from vllm.v1.core.block_pool import BlockPool  # noqa: E402
+from vllm.v1.core.kv_cache_utils import BlockHash, make_block_hash_with_group_id  # noqa: E402
+
+from kvlab.engines.vllm.free_queue import ElasticFreeQueue  # noqa: E402
+from kvlab.engines.vllm.planner import ChunkPlanner  # noqa: E402
+
+K, CHUNKS, BUDGET = 4, 16, 6
+
+
+def _linked(queue):
+    out, b = [], queue.fake_free_list_head.next_free_block
+    while b is not queue.fake_free_list_tail:
+        out.append(b)
+        b = b.next_free_block
+    return out
+
+
+def _check(pool, queue, planner, worker_mapped):
+    linked = _linked(queue)
+    assert len(linked) == queue.num_linked_blocks
+    assert pool.get_num_free_blocks() == len(linked) + planner.growable_chunks() * K
+    assert all(planner.mapped[b.block_id // K] and b.ref_cnt == 0 for b in linked)
+    counts = [0] * CHUNKS
+    for b in linked:
+        counts[b.block_id // K] += 1
+    assert counts == [planner.free[c] if planner.mapped[c] else 0 for c in range(CHUNKS)]
+    for b in pool.blocks:
+        if b.block_hash is not None or b.ref_cnt > 0:
+            assert planner.mapped[b.block_id // K], f"block {b.block_id} is live in an unmapped chunk"
+    assert planner.n_mapped <= BUDGET
+    plan = planner.take_plan()
+    if plan is not None:  # what a worker does before the next forward pass
+        worker_mapped.difference_update(plan.unmap)
+        worker_mapped.update(plan.map)
+    assert worker_mapped == {c for c in range(CHUNKS) if planner.mapped[c]}
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_random_pool_traffic(seed):
+    rng = random.Random(seed)
+    pool = BlockPool(num_gpu_blocks=K * CHUNKS, enable_caching=True, hash_block_size=16)
+    planner = ChunkPlanner(CHUNKS, K, 1, budget_chunks=BUDGET, reserve_chunks=1, release_delay=0.0)
+    queue = ElasticFreeQueue(pool, planner)
+    pool.free_block_queue = queue
+    held, worker_mapped, n_hash, max_mapped = [], {0}, 0, 1
+    for step in range(400):
+        planner.tick(step * 0.1)
+        op = rng.random()
+        if op < 0.35:
+            n = rng.randint(1, 6)
+            if n <= pool.get_num_free_blocks():
+                got = pool.get_new_blocks(n)
+                assert all(not b.is_null and planner.mapped[b.block_id // K] for b in got)
+                held.extend(got)
+            else:
+                with pytest.raises(ValueError):
+                    pool.get_new_blocks(n)  # a spent budget looks like a full cache
+        elif op < 0.5 and held:
+            b = rng.choice(held)
+            if b.block_hash is None:
+                n_hash += 1
+                key = make_block_hash_with_group_id(BlockHash(n_hash.to_bytes(8, "little")), 0)
+                pool._insert_block_hash(key, b, num_tokens=16)
+        elif op < 0.6:
+            cached = [b for b in pool.blocks if b.block_hash is not None and b.ref_cnt == 0]
+            if cached:  # a prefix-cache hit on a free block
+                b = rng.choice(cached)
+                pool.touch([b])
+                held.append(b)
+        elif op < 0.9 and held:
+            rng.shuffle(held)
+            cut = rng.randint(1, len(held))
+            pool.free_blocks(held[:cut])
+            held = held[cut:]
+        else:
+            for c in planner.release_candidates(idle=rng.random() < 0.5):
+                queue.release(c)
+        max_mapped = max(max_mapped, planner.n_mapped)
+        _check(pool, queue, planner, worker_mapped)
+    pool.free_blocks(held)
+    for c in planner.release_candidates(idle=True):
+        queue.release(c)
+    _check(pool, queue, planner, worker_mapped)
+    assert max_mapped == BUDGET          # traffic reached the budget...
+    assert planner.n_mapped == 2         # ...and idle gives it back down to chunk 0 + one reserve chunk
