@@ -1,0 +1,94 @@
+"""Engines that die: killed mid-workload, and orphaned by a parent killed with SIGKILL."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+pytest.importorskip("vllm")
+
+from kvlab.lab import EngineDied, Server, bursty, run_workload  # noqa: E402
+from kvlab.lab.process import group_pids, pid_alive  # noqa: E402
+
+from .conftest import ENGINE_ARGS, metric_total, wait_gone  # noqa: E402
+
+
+def test_engine_killed_mid_workload_keeps_partial_records(tiny_model):
+    with Server(tiny_model, memory="static", progress=False, **ENGINE_ARGS) as server:
+        pgid, burst = server.pgid, 4
+
+        def kill_during_second_burst():
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:  # the first burst has finished, the second is streaming
+                try:
+                    if metric_total(server.url, "vllm:request_success_total") >= burst:
+                        break
+                except Exception:
+                    pass
+                time.sleep(0.05)
+            time.sleep(0.5)
+            os.kill(server.pid, signal.SIGKILL)
+
+        killer = threading.Thread(target=kill_during_second_burst, daemon=True)
+        killer.start()
+        with pytest.raises(EngineDied) as e:
+            run_workload(bursty(3, burst, pause=0.1, max_tokens=300, prompt_len=16), server)
+        killer.join(5)
+        err = e.value
+        assert "died" in str(err) and "during the workload" in str(err)
+        assert err.log_tail and "[kvlab watchdog]" in server.log_tail(50)
+        recs = err.records
+        assert len(recs) == 3 * burst and [r.index for r in recs] == list(range(3 * burst))
+        ok = [r for r in recs if r.ok]
+        assert [r.phase for r in ok] == [0] * burst  # the first burst was kept, fully measured
+        assert all(r.tokens_out == 300 and r.ttft > 0 for r in ok)
+        cut = [r for r in recs if r.phase == 1]
+        assert all(r.status == "error" and "died" in r.error and r.start is not None for r in cut)
+        assert any(r.tokens_out for r in cut)  # tokens streamed before the crash are counted
+        assert all(r.error.startswith("not sent") and r.start is None for r in recs if r.phase == 2)
+        assert wait_gone(pgid, 15) == []  # the watchdog took EngineCore and the worker down too
+        assert not server.alive
+        with pytest.raises(EngineDied, match="after it had started"):
+            server.check()
+    assert server.pid is None
+
+
+_CHILD = textwrap.dedent("""
+    import json, sys, threading, time
+    from kvlab.lab import Server
+    box = {}
+    # Started from a thread that then exits: PR_SET_PDEATHSIG fires on thread exit, which must not
+    # stop the engine while this process lives.
+    t = threading.Thread(target=lambda: box.setdefault("s", Server(sys.argv[1], memory="static",
+                         progress=False, max_model_len=512, kv_cache_memory_bytes=64 << 20)))
+    t.start(); t.join()
+    time.sleep(1.0)
+    s = box["s"]
+    print(json.dumps({"pgid": s.pgid, "pid": s.pid, "alive": s.alive, "pids": s.pids()}), flush=True)
+    time.sleep(600)
+""")
+
+
+def test_parent_killed_with_sigkill_leaves_no_engine(tiny_model):
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(tiny_model)], stdout=subprocess.PIPE, text=True)
+    try:
+        line = child.stdout.readline()
+        info = json.loads(line)
+        assert info["alive"] and info["pid"] in group_pids(info["pgid"])
+        assert len(info["pids"]) >= 3
+        child.kill()  # SIGKILL: no atexit, no finally
+        child.wait()
+        t0 = time.monotonic()
+        left = wait_gone(info["pgid"], 15)
+        assert left == [], f"engine processes still alive 15 s after the parent was killed: {left}"
+        assert not pid_alive(info["pid"])
+        print(f"engine group gone {time.monotonic() - t0:.1f} s after SIGKILL of its parent")
+    finally:
+        if child.poll() is None:
+            child.kill()

@@ -1,0 +1,104 @@
+"""A real vLLM (CPU build) server on the tiny random model: workloads, records, ports, stopping.
+
+One server serves the whole module; the last test stops it from inside a ``with`` block.
+"""
+
+import asyncio
+import os
+import threading
+import time
+
+import pytest
+
+pytest.importorskip("vllm")
+
+from kvlab.lab import PortInUse, Server, bursty, run_workload, trace  # noqa: E402
+from kvlab.lab.process import group_pids  # noqa: E402
+
+from .conftest import ENGINE_ARGS, wait_gone  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model):
+    s = Server(tiny_model, memory="static", **ENGINE_ARGS)
+    yield s
+    s.stop()
+
+
+def test_server_is_up(server):
+    assert server.alive and server.url.startswith("http://127.0.0.1:")
+    assert server.log_path.exists() and "Application startup complete" in server.log_path.read_text()
+    pids = group_pids(server.pgid)
+    assert server.pid in pids and len(pids) >= 3  # watchdog, API server, EngineCore (and its worker)
+    assert os.getpgid(server.pid) == server.pgid != os.getpgrp()
+    assert "Application startup complete" in server.log_tail(5)
+
+
+def test_bursty_workload_records(server):
+    recs = run_workload(bursty(2, 4, pause=0.3, max_tokens=12, prompt_len=24), server)
+    assert len(recs) == 8 and [r.index for r in recs] == list(range(8))
+    for r in recs:
+        assert r.status == "ok", r.error
+        assert r.model == server.model and r.url == server.url
+        assert r.ttft > 0 and r.e2e >= r.ttft
+        assert r.tokens_out == 12 and r.tokens_in == 24
+        assert len(r.itl) >= 1 and all(x >= 0 for x in r.itl)
+    second = [r for r in recs if r.phase == 1]
+    first_end = max(r.start + r.e2e for r in recs if r.phase == 0)
+    assert min(r.start for r in second) >= first_end + 0.3 - 0.02  # the pause follows the burst
+
+
+def test_text_prompts_and_trace_replay(server, tmp_path):
+    p = tmp_path / "t.csv"
+    p.write_text("arrival,prompt,prompt_len,output_len\n0,hello world,,3\n0.2,,7,5\n")
+    recs = run_workload(trace(p), [server])
+    assert [r.status for r in recs] == ["ok", "ok"]
+    assert [r.tokens_out for r in recs] == [3, 5] and recs[1].tokens_in == 7
+    assert recs[1].start >= 0.2
+
+
+def test_async_client(server):
+    async def go():
+        async with server.client(concurrency=2) as c:
+            return await asyncio.gather(*(c.complete(prompt_len=5, seed=i, max_tokens=4) for i in range(3)))
+
+    recs = asyncio.run(go())
+    assert all(r.ok and r.tokens_out == 4 and r.tokens_in == 5 for r in recs)
+
+
+def test_http_errors_are_recorded_not_raised(server):
+    # 600 prompt tokens do not fit max_model_len=512: the server answers 400, the record says why.
+    recs = run_workload(bursty(1, 1, 0, max_tokens=4, prompt_len=600), server)
+    assert recs[0].status == "error" and "HTTP 400" in recs[0].error and server.alive
+
+
+def test_explicit_port_in_use(server, tiny_model):
+    with pytest.raises(PortInUse, match=f"port {server.port} is already in use"):
+        Server(tiny_model, memory="static", port=server.port)
+
+
+def test_exception_in_with_block_mid_workload_stops_server(server):
+    pgid = server.pgid
+    out = {}
+
+    def drive():
+        out["recs"] = run_workload(bursty(1, 6, 0, max_tokens=400, prompt_len=16), server,
+                                   on_engine_death="return")
+
+    t = None
+    with pytest.raises(RuntimeError, match="boom"):
+        with server:  # already running: entering keeps it, leaving stops it
+            t = threading.Thread(target=drive)
+            t.start()
+            time.sleep(1.0)  # requests are in flight
+            raise RuntimeError("boom")
+    t0 = time.monotonic()
+    assert wait_gone(pgid, 1.0) == [], "stop() returned with processes of the group still alive"
+    assert not server.alive and server.pid is None
+    t.join(30)
+    recs = out["recs"]
+    assert len(recs) == 6 and all(r.status == "error" for r in recs)
+    assert all("was stopped" in r.error for r in recs), [r.error for r in recs]
+    assert all(r.start is not None for r in recs)  # they were sent and measured up to the stop
+    server.stop()  # idempotent
+    assert time.monotonic() - t0 < 5

@@ -1,0 +1,72 @@
+"""Server checks that run before any engine starts: bad model paths, taken ports, memory modes, flags."""
+
+import socket
+
+import pytest
+
+pytest.importorskip("vllm")
+
+from kvlab.lab import ModelNotFound, PortInUse, Server, UnsupportedSetup  # noqa: E402
+from kvlab.lab.engine import engine_flags  # noqa: E402
+
+
+def test_unknown_model_path_fails_before_starting(tmp_path):
+    with pytest.raises(ModelNotFound, match="does not exist"):
+        Server(tmp_path / "no-such-model", memory="static")
+    with pytest.raises(ModelNotFound, match="does not exist"):
+        Server("./no/such/model")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelNotFound, match="has no config.json"):
+        Server(str(tmp_path / "empty"))
+
+
+def test_hub_id_not_cached_while_offline(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    with pytest.raises(ModelNotFound, match="HF_HUB_OFFLINE"):
+        Server("nobody/no-such-model-kvlab", start=False)
+
+
+def test_port_in_use_is_a_clear_error(tiny_model):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(PortInUse, match=f"port {port} is already in use"):
+            Server(tiny_model, memory="static", port=port)
+
+
+def test_memory_modes_set_the_engine_environment(tiny_model, monkeypatch):
+    monkeypatch.setenv("KVLAB_ELASTIC", "1")  # a stray switch in the shell must not leak into static
+    static = Server(tiny_model, memory="static", start=False)
+    assert "KVLAB_ELASTIC" not in static.environment()
+    elastic = Server(tiny_model, memory="elastic", start=False, env={"FOO": "bar", "HOME": None})
+    env = elastic.environment()
+    assert env["KVLAB_ELASTIC"] == "1" and env["FOO"] == "bar" and "HOME" not in env
+    assert env["VLLM_HOST_IP"] == "127.0.0.1" and elastic.device == "cpu"
+    assert not static.alive and static.pid is None
+    static.stop()  # stopping a server that never started is fine
+
+
+def test_kvcached_needs_gpu_and_package(tiny_model):
+    with pytest.raises(UnsupportedSetup, match="kvcached"):
+        Server(tiny_model, memory="kvcached", start=False)
+    with pytest.raises(ValueError, match="memory must be one of"):
+        Server(tiny_model, memory="dynamic", start=False)
+
+
+def test_engine_args_become_flags(tiny_model):
+    assert engine_flags({"max_model_len": 512, "enforce_eager": True, "enable_prefix_caching": False,
+                         "served_model_name": ["a", "b"], "seed": None, "hf_overrides": {"x": 1}}) == [
+        "--max-model-len", "512", "--enforce-eager", "--no-enable-prefix-caching",
+        "--served-model-name", "a", "b", "--hf-overrides", '{"x": 1}']
+    s = Server(tiny_model, memory="static", start=False, max_model_len=256)
+    cmd = s.command()
+    assert cmd[cmd.index("--max-model-len") + 1] == "256"
+    assert "--enforce-eager" in cmd and cmd[cmd.index("--dtype") + 1] == "bfloat16"  # CPU defaults
+    with pytest.raises(ValueError, match="set by Server itself"):
+        engine_flags({"port": 1})
+    with pytest.raises(ValueError, match="not a valid option name"):
+        engine_flags({"bad key": 1})
+    with pytest.raises(ValueError, match="give a str, number"):
+        engine_flags({"thing": object()})
