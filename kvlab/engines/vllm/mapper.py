@@ -76,7 +76,7 @@ class WorkerMapper:
         self._cursor = 0
         self.table: np.ndarray | None = None
         self.closed = False
-        self._is_cuda = device.type == "cuda"
+        self.is_cuda = device.type == "cuda"
         self.plans_applied = 0
         self.chunks_mapped = self.chunks_unmapped = 0
         self.peak_mapped_bytes = 0
@@ -120,22 +120,30 @@ class WorkerMapper:
         if self.closed or self.table is None:
             return
         if plan.unmap:
-            if self._is_cuda:  # earlier steps' kernels may still read these pages
+            if self.is_cuda:  # earlier steps' kernels may still read these pages
                 torch.cuda.synchronize(self.arena.device.index)
             self.arena.unmap(self._pages(plan.unmap))
             self.chunks_unmapped += len(plan.unmap)
             self.arena.pool.trim(0)  # give the physical pages back to the device, not just to our pool
         if plan.map:
             self._map(plan.map)
+        if plan.idle and self.is_cuda:
+            # Idle: also give back the activations torch's caching allocator keeps from the burst.
+            torch.cuda.empty_cache()
         self.plans_applied += 1
 
     # -- state -------------------------------------------------------------------------------------
     def stats(self) -> dict:
-        return {"mapped_bytes": self.arena.mapped_bytes, "capacity": self.arena.capacity, "base": self.arena.base,
-                "pid": os.getpid(), "device": str(self.arena.device),
-                "chunk_bytes": self.geometry.chunk_bytes, "chunks": self.geometry.num_chunks,
-                "plans_applied": self.plans_applied, "chunks_mapped": self.chunks_mapped,
-                "chunks_unmapped": self.chunks_unmapped, "peak_mapped_bytes": self.peak_mapped_bytes}
+        s = {"mapped_bytes": self.arena.mapped_bytes, "capacity": self.arena.capacity, "base": self.arena.base,
+             "pid": os.getpid(), "device": str(self.arena.device), "chunk_bytes": self.geometry.chunk_bytes,
+             "chunks": self.geometry.num_chunks, "plans_applied": self.plans_applied,
+             "chunks_mapped": self.chunks_mapped, "chunks_unmapped": self.chunks_unmapped,
+             "peak_mapped_bytes": self.peak_mapped_bytes}
+        if self.is_cuda:
+            dev = self.arena.device.index
+            s["torch_allocated"] = torch.cuda.memory_allocated(dev)
+            s["torch_reserved"] = torch.cuda.memory_reserved(dev)
+        return s
 
     def close(self) -> None:
         if not self.closed:

@@ -23,11 +23,15 @@ PLAN_ATTR = "kvlab_plan"
 
 @dataclass(frozen=True)
 class PagePlan:
-    """What each worker does before a step's forward pass: unmap ``unmap``, then map ``map`` (chunk ids)."""
+    """What each worker does before a step's forward pass: unmap ``unmap``, then map ``map`` (chunk ids).
+
+    ``idle``: the engine has no unfinished request, so workers may also return other cached memory.
+    """
 
     seq: int
     unmap: tuple[int, ...] = ()
     map: tuple[int, ...] = ()
+    idle: bool = False
 
 
 class ChunkPlanner:
@@ -122,11 +126,11 @@ class ChunkPlanner:
         heapq.heappush(self._unmapped, c)
         self._unmap_events.append(c)
 
-    def take_plan(self) -> PagePlan | None:
+    def take_plan(self, idle: bool = False) -> PagePlan | None:
         if not self._unmap_events and not self._map_events:
             return None
         self._seq += 1
-        plan = PagePlan(self._seq, tuple(self._unmap_events), tuple(self._map_events))
+        plan = PagePlan(self._seq, tuple(self._unmap_events), tuple(self._map_events), idle)
         self._unmap_events, self._map_events = [], []
         return plan
 

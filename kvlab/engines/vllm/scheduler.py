@@ -58,10 +58,6 @@ class ElasticSchedulerMixin:
             raise RuntimeError(f"kvlab: the block pool has {len(pool.blocks)} blocks, the KV config {geo.num_blocks}")
         self.kvlab_queue = ElasticFreeQueue(pool, self.kvlab_planner)
         pool.free_block_queue = self.kvlab_queue
-        sched = vllm_config.scheduler_config
-        # Unmapping outside a step is safe only when no step can be in flight.
-        self._kvlab_sync_steps = not getattr(sched, "async_scheduling", False) and \
-            getattr(vllm_config.parallel_config, "pipeline_parallel_size", 1) == 1
         logger.info("kvlab: elastic KV cache, %d chunks of %d blocks (%.1f MiB each), budget %d chunks",
                     geo.num_chunks, geo.blocks_per_chunk, geo.chunk_bytes / 2**20, self.kvlab_planner.budget_chunks)
 
@@ -73,20 +69,24 @@ class ElasticSchedulerMixin:
     def schedule(self, *args, **kwargs):
         self.kvlab_planner.tick(time.monotonic())
         out = super().schedule(*args, **kwargs)
-        self._kvlab_release(idle=not self.has_unfinished_requests())
-        setattr(out, PLAN_ATTR, self.kvlab_planner.take_plan())
+        idle = not self.has_unfinished_requests()
+        self._kvlab_release(idle)
+        setattr(out, PLAN_ATTR, self.kvlab_planner.take_plan(idle))
         return out
 
     def update_from_output(self, *args, **kwargs):
         result = super().update_from_output(*args, **kwargs)
-        if self._kvlab_sync_steps and not self.has_unfinished_requests():
-            # In-process engines stop stepping once the last request is done, so no later plan
-            # would carry the release: hand it to the workers of this process directly.
+        if not self.has_unfinished_requests():
+            # An in-process engine (LLM, or a single-GPU engine core with the uni executor) stops
+            # stepping once the last request is done, so no later plan would carry the release:
+            # hand it to this process's workers now. Safe: the uni executor runs each step's
+            # execute_model synchronously on this thread, so only the GPU can still be reading a
+            # step (async scheduling) and the worker synchronizes the device before unmapping.
             local = mapper.local_workers(self.kvlab_settings.engine_id)
             if local:
                 self.kvlab_planner.tick(time.monotonic())
                 self._kvlab_release(idle=True)
-                plan = self.kvlab_planner.take_plan()
+                plan = self.kvlab_planner.take_plan(idle=True)
                 if plan is not None:
                     for w in local:
                         w.apply(plan)

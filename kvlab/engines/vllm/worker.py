@@ -57,6 +57,16 @@ class ElasticWorkerMixin:
         super().initialize_from_config(kv_cache_config)
         self.kvlab_mapper.bind(self.model_runner.kv_caches, settings.engine_id)
 
+    def compile_or_warm_up_model(self, *args, **kwargs):
+        result = super().compile_or_warm_up_model(*args, **kwargs)
+        if self.kvlab_mapper is not None and self.kvlab_mapper.is_cuda:
+            # Profiling and warm-up leave GBs of activations cached by torch's allocator; an idle
+            # elastic engine should hold its weights and little else.
+            import torch
+
+            torch.cuda.empty_cache()
+        return result
+
     def execute_model(self, scheduler_output, *args, **kwargs):
         plan = getattr(scheduler_output, PLAN_ATTR, None)
         if plan is not None and self.kvlab_mapper is not None:
