@@ -1,0 +1,107 @@
+"""Static vs elastic vLLM on one GPU: greedy identity and NVML VRAM at idle, after a burst, after release.
+
+    python benchmarks/vllm_elastic_gpu.py [--out results.json] [--util 0.5]
+
+Each mode runs in its own process (clean NVML numbers): an in-process vLLM engine over kvlab's
+random-weight Qwen2.5-0.5B-shaped model, a batch of 32 greedy requests (prompts of 64-6000 tokens,
+32 output tokens each, ignore_eos), VRAM sampled before the engine, at idle after start, right after
+the burst and 3 s later. Needs a supported GPU vLLM (0.24-0.26) and nvidia-ml-py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+
+LENGTHS = [6000, 4500, 3000] + [64 + 97 * i for i in range(29)]
+MAX_TOKENS = 32
+
+
+def _vram() -> int:
+    import pynvml
+
+    pynvml.nvmlInit()
+    h = pynvml.nvmlDeviceGetHandleByIndex(int(os.environ.get("KVLAB_GPU", "0")))
+    return pynvml.nvmlDeviceGetMemoryInfo(h).used
+
+
+def _child(mode: str, model: str, util: float) -> dict:
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
+    import vllm
+    from vllm import LLM, SamplingParams
+
+    import kvlab.engines.vllm as kv
+
+    kv.register()
+    before = _vram()
+    t0 = time.perf_counter()
+    llm = LLM(model=model, dtype="bfloat16", enforce_eager=True, gpu_memory_utilization=util,
+              distributed_executor_backend="uni", max_model_len=8192, seed=0,
+              additional_config={"kvlab": {"elastic": mode == "elastic"}})
+    started = time.perf_counter() - t0
+    time.sleep(1)
+    idle = _vram()
+    rng = random.Random(0)
+    prompts = [{"prompt_token_ids": [rng.randrange(10, 150000) for _ in range(n)]} for n in LENGTHS]
+    sp = SamplingParams(temperature=0, max_tokens=MAX_TOKENS, ignore_eos=True)
+    t0 = time.perf_counter()
+    outs = llm.generate(prompts, sp, use_tqdm=False)
+    burst_s = time.perf_counter() - t0
+    after = _vram()
+    time.sleep(3)
+    later = _vram()
+    stats = llm.collective_rpc("kvlab_stats")[0] if mode == "elastic" else {}
+    return {"mode": mode, "vllm": vllm.__version__, "util": util, "start_s": round(started, 1),
+            "burst_s": round(burst_s, 2), "vram_before": before, "vram_idle": idle, "vram_after_burst": after,
+            "vram_3s_later": later, "kvlab_stats": stats, "outputs": [list(o.outputs[0].token_ids) for o in outs]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="vllm_elastic_gpu.json")
+    ap.add_argument("--util", type=float, default=0.5)
+    ap.add_argument("--child", choices=["static", "elastic"])
+    ap.add_argument("--model")
+    args = ap.parse_args()
+    if args.child:
+        print("RESULT " + json.dumps(_child(args.child, args.model, args.util)), flush=True)
+        return
+    from kvlab.models import synthetic
+
+    model = str(synthetic("qwen2", "qwen2.5-0.5b"))
+    weights = os.path.getsize(os.path.join(model, "model.safetensors"))
+    runs = {}
+    for mode in ("static", "elastic"):
+        p = subprocess.run([sys.executable, __file__, "--child", mode, "--model", model, "--util", str(args.util)],
+                           capture_output=True, text=True)
+        lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
+        if p.returncode or not lines:
+            print(p.stdout[-3000:], p.stderr[-6000:], sep="\n")
+            raise SystemExit(f"{mode} run failed ({p.returncode})")
+        runs[mode] = json.loads(lines[-1][7:])
+    s, e = runs["static"], runs["elastic"]
+    summary = {
+        "gpu": subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                              capture_output=True, text=True).stdout.strip(),
+        "weights_bytes": weights,
+        "identical_outputs": s["outputs"] == e["outputs"],
+        "mismatched_requests": [i for i, (a, b) in enumerate(zip(s["outputs"], e["outputs"])) if a != b],
+        "static_idle_MiB": (s["vram_idle"] - s["vram_before"]) >> 20,
+        "elastic_idle_MiB": (e["vram_idle"] - e["vram_before"]) >> 20,
+        "elastic_after_burst_MiB": (e["vram_after_burst"] - e["vram_before"]) >> 20,
+        "elastic_3s_later_MiB": (e["vram_3s_later"] - e["vram_before"]) >> 20,
+        "runs": {k: {kk: vv for kk, vv in v.items() if kk != "outputs"} for k, v in runs.items()},
+    }
+    with open(args.out, "w") as f:
+        json.dump(summary, f, indent=2)
+    print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
