@@ -5,8 +5,7 @@ import json
 
 import pytest
 
-from kvlab.models import SIZES, synthetic
-from kvlab.models import _tokenizer
+from kvlab.models import SIZES, _tokenizer, synthetic
 
 pytest.importorskip("tokenizers")
 
