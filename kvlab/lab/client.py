@@ -155,6 +155,7 @@ class Client:
         rec.start, rec.start_time = start - t0, time.time()
         last = None
         chunks = 0
+        finish, done = None, False
         try:
             async with self._http.stream("POST", self.url + "/v1/completions", json=body) as r:
                 if r.status_code != 200:
@@ -166,6 +167,7 @@ class Client:
                         continue
                     data = line[5:].strip()
                     if data == "[DONE]":
+                        done = True
                         break
                     now = time.perf_counter()
                     chunk = json.loads(data)
@@ -174,6 +176,7 @@ class Client:
                         return
                     if chunk.get("choices"):
                         chunks += 1
+                        finish = chunk["choices"][0].get("finish_reason") or finish
                         if last is None:
                             rec.ttft = now - start
                         else:
@@ -186,7 +189,14 @@ class Client:
             rec.e2e = time.perf_counter() - start
             if rec.tokens_out is None:
                 rec.tokens_out = chunks  # a server without usage reporting: one chunk per token
-            rec.status = "ok"
+            if not done:
+                rec.fail(f"the stream ended early (no [DONE]) after {chunks} chunks")
+            elif finish not in ("length", "stop"):
+                # vLLM ends streams of requests it aborts (e.g. while shutting down) with reason "abort".
+                rec.fail(f"the server ended the request early: finish_reason={finish!r} "
+                         f"after {rec.tokens_out} of {body.get('max_tokens')} tokens")
+            else:
+                rec.status = "ok"
         except asyncio.CancelledError:
             rec.e2e = time.perf_counter() - start
             rec.fail(rec.error or "cancelled while streaming")

@@ -64,7 +64,7 @@ def _resolve(req: Request, i: int, clients: list[Client]) -> int:
 
 
 async def arun_workload(workload, targets, *, concurrency: int | None = None, on_engine_death: str = "raise",
-                        progress: bool = False, _records: list | None = None) -> list[RequestRecord]:
+                        progress: bool = False, on_record=None, _records: list | None = None) -> list[RequestRecord]:
     """Async form of run_workload (for ``await`` in a notebook cell)."""
     if on_engine_death not in ("raise", "return"):
         raise ValueError(f"on_engine_death must be 'raise' or 'return', got {on_engine_death!r}")
@@ -107,7 +107,7 @@ async def arun_workload(workload, targets, *, concurrency: int | None = None, on
         if server is None:
             return False
         for _ in range(10):  # after a failed request, give the engine a moment to finish dying
-            if not server.alive:
+            if server.stopped or not server.alive:
                 return True
             await asyncio.sleep(0.1)
         return False
@@ -133,11 +133,16 @@ async def arun_workload(workload, targets, *, concurrency: int | None = None, on
         finally:
             if bar is not None:
                 bar.update(1)
+            if on_record is not None and rec.status != "pending":
+                try:
+                    on_record(rec)
+                except Exception as e:  # a broken callback must not lose the run
+                    warnings.warn(f"on_record callback failed: {e!r}", RuntimeWarning)
 
     async def monitor() -> None:
         while True:
             for k, c in enumerate(clients):
-                if c.server is not None and k not in dead and not c.server.alive:
+                if c.server is not None and k not in dead and (c.server.stopped or not c.server.alive):
                     engine_died(k)
             await asyncio.sleep(0.2)
 
@@ -200,13 +205,16 @@ async def arun_workload(workload, targets, *, concurrency: int | None = None, on
 
 
 def run_workload(workload, targets, *, concurrency: int | None = None, on_engine_death: str = "raise",
-                 progress: bool = False) -> list[RequestRecord]:
+                 progress: bool = False, on_record=None) -> list[RequestRecord]:
     """Send ``workload`` to ``targets`` (a Server, Client, Fleet, or a list of them) and return one
     RequestRecord per scheduled request, in schedule order.
 
     concurrency: in-flight requests per target (default: each client's, 64).
     on_engine_death: "raise" (stop the run, raise EngineDied with ``.records``) or "return" (keep
         driving the other targets, return the records and warn).
+
+    on_record: called with each RequestRecord as it finishes (from the workload's thread), e.g. to
+        update a live view.
 
     Works in a notebook too: it runs its own event loop in a helper thread. Ctrl-C / interrupting
     the kernel stops the run and raises RunInterrupted with ``.records``.
@@ -221,23 +229,30 @@ def run_workload(workload, targets, *, concurrency: int | None = None, on_engine
         try:
             main["task"] = loop.create_task(arun_workload(workload, targets, concurrency=concurrency,
                                                           on_engine_death=on_engine_death, progress=progress,
-                                                          _records=records))
+                                                          on_record=on_record, _records=records))
             box["result"] = loop.run_until_complete(main["task"])
         except BaseException as e:  # handed to the calling thread
             box["error"] = e
         finally:
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
+            finished.set()
 
+    # An Event, not Thread.join: a KeyboardInterrupt inside join() can make later joins return early.
+    finished = threading.Event()
     thread = threading.Thread(target=target, name="kvlab-workload", daemon=True)
     thread.start()
     try:
-        while thread.is_alive():
-            thread.join(0.1)
+        while not finished.wait(0.1):
+            pass
     except KeyboardInterrupt:
-        if "task" in main:
-            loop.call_soon_threadsafe(main["task"].cancel)
-        thread.join()
+        try:
+            if "task" in main:
+                loop.call_soon_threadsafe(main["task"].cancel)
+        except RuntimeError:
+            pass  # the loop had just finished
+        while not finished.wait(0.1):
+            pass
         done = sum(r.ok for r in records)
         raise RunInterrupted(f"workload interrupted: {done} of {len(records)} requests completed; "
                              f"all records are in err.records", records) from None

@@ -111,6 +111,7 @@ class Server:
         self.log_dir = Path(log_dir) if log_dir is not None else _log_dir()
         self.log_path: Path | None = None
         self._proc: EngineProcess | None = None
+        self._pgid: int | None = None
         self._exit_code: int | None = None
         self._stopped_by_us = False
         if start:
@@ -162,6 +163,7 @@ class Server:
         self._exit_code = None
         self._stopped_by_us = False
         self._proc = EngineProcess(self.command(), self.environment(), self.log_path, grace=self.grace)
+        self._pgid = self._proc.pgid
         with _lock:
             _live_strong.add(self)
 
@@ -272,7 +274,8 @@ class Server:
 
     @property
     def pgid(self) -> int | None:
-        return self._proc.pgid if self._proc is not None else None
+        """The engine's process group (kept after stop(), to check that nothing of it is left)."""
+        return self._pgid
 
     def pids(self) -> list[int]:
         """Every live process of the engine's group (watchdog, API server, EngineCore, workers)."""
