@@ -13,10 +13,10 @@ import pytest
 
 pytest.importorskip("vllm")
 
-from kvlab.lab import EngineDied, Server, bursty, run_workload  # noqa: E402
+from kvlab.lab import EngineDied, Fleet, InvalidEngineArgs, Server, bursty, run_workload  # noqa: E402
 from kvlab.lab.process import group_pids, pid_alive  # noqa: E402
 
-from .conftest import ENGINE_ARGS, metric_total, wait_gone  # noqa: E402
+from .conftest import ENGINE_ARGS, wait_gone  # noqa: E402
 
 
 def test_engine_killed_mid_workload_keeps_partial_records(tiny_model):
@@ -24,15 +24,14 @@ def test_engine_killed_mid_workload_keeps_partial_records(tiny_model):
         pgid, burst = server.pgid, 4
 
         def kill_during_second_burst():
+            # The API server logs "POST /v1/completions ... 200" as each stream opens: after 2 bursts'
+            # worth, the second burst is streaming (1.5 s of tokens on 2 cores) and gets killed.
             deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:  # the first burst has finished, the second is streaming
-                try:
-                    if metric_total(server.url, "vllm:request_success_total") >= burst:
-                        break
-                except Exception:
-                    pass
-                time.sleep(0.05)
-            time.sleep(0.5)
+            while server.log_path.read_text().count('"POST /v1/completions HTTP/1.1" 200') < 2 * burst:
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.02)
+            time.sleep(0.2)
             os.kill(server.pid, signal.SIGKILL)
 
         killer = threading.Thread(target=kill_during_second_burst, daemon=True)
@@ -46,7 +45,7 @@ def test_engine_killed_mid_workload_keeps_partial_records(tiny_model):
         recs = err.records
         assert len(recs) == 3 * burst and [r.index for r in recs] == list(range(3 * burst))
         ok = [r for r in recs if r.ok]
-        assert [r.phase for r in ok] == [0] * burst  # the first burst was kept, fully measured
+        assert [r.phase for r in ok] == [0] * burst, [(r.phase, r.status, r.error, r.start, r.e2e) for r in recs]
         assert all(r.tokens_out == 300 and r.ttft > 0 for r in ok)
         cut = [r for r in recs if r.phase == 1]
         assert all(r.status == "error" and "died" in r.error and r.start is not None for r in cut)
@@ -92,3 +91,25 @@ def test_parent_killed_with_sigkill_leaves_no_engine(tiny_model):
     finally:
         if child.poll() is None:
             child.kill()
+
+
+def test_interpreter_exit_stops_engine(tiny_model):
+    code = ("import json, sys\nfrom kvlab.lab import Server\n"
+            "s = Server(sys.argv[1], memory='static', progress=False, max_model_len=512, kv_cache_memory_bytes=64 << 20)\n"
+            "print(json.dumps({'pgid': s.pgid, 'pids': s.pids()}), flush=True)\n")  # exits without stop()
+    out = subprocess.run([sys.executable, "-c", code, str(tiny_model)], capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-2000:]
+    info = json.loads(out.stdout.strip().splitlines()[-1])
+    assert len(info["pids"]) >= 3
+    assert wait_gone(info["pgid"], 1.0) == []  # atexit stopped it before the interpreter ended
+
+
+def test_fleet_start_failure_stops_the_started_servers(tiny_model):
+    good = Server(tiny_model, memory="static", start=False, progress=False, **ENGINE_ARGS)
+    bad = Server(tiny_model, memory="static", start=False, progress=False, no_such_vllm_flag=3, **ENGINE_ARGS)
+    with pytest.raises(InvalidEngineArgs, match="no-such-vllm-flag") as e:
+        Fleet([good, bad])
+    assert "refused the engine arguments" in str(e.value) and e.value.log_tail
+    assert not good.alive and not bad.alive and good.pid is None
+    assert good.log_path.exists() and "Application startup complete" in good.log_path.read_text()
+    assert good.pgid and group_pids(good.pgid) == [] and group_pids(bad.pgid) == []

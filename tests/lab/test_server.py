@@ -12,10 +12,10 @@ import pytest
 
 pytest.importorskip("vllm")
 
-from kvlab.lab import PortInUse, Server, bursty, run_workload, trace  # noqa: E402
+from kvlab.lab import PortInUse, RunInterrupted, Server, bursty, run_workload, trace  # noqa: E402
 from kvlab.lab.process import group_pids  # noqa: E402
 
-from .conftest import ENGINE_ARGS, wait_gone  # noqa: E402
+from .conftest import ENGINE_ARGS, metric_total, wait_gone  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,9 @@ def test_server_is_up(server):
 
 
 def test_bursty_workload_records(server):
-    recs = run_workload(bursty(2, 4, pause=0.3, max_tokens=12, prompt_len=24), server)
+    seen = []
+    recs = run_workload(bursty(2, 4, pause=0.3, max_tokens=12, prompt_len=24), server, on_record=seen.append)
+    assert sorted(r.index for r in seen) == list(range(8))  # each record reported as it finished
     assert len(recs) == 8 and [r.index for r in recs] == list(range(8))
     for r in recs:
         assert r.status == "ok", r.error
@@ -72,6 +74,20 @@ def test_http_errors_are_recorded_not_raised(server):
     assert recs[0].status == "error" and "HTTP 400" in recs[0].error and server.alive
 
 
+def test_interrupt_keeps_records(server):
+    import _thread
+
+    timer = threading.Timer(1.0, _thread.interrupt_main)  # what Ctrl-C / "interrupt kernel" does
+    timer.start()
+    with pytest.raises(RunInterrupted) as e:
+        run_workload(bursty(2, 3, pause=30, max_tokens=8, prompt_len=8), server)
+    timer.join()
+    recs = e.value.records
+    assert [r.status for r in recs[:3]] == ["ok"] * 3 and all(r.tokens_out == 8 for r in recs[:3])
+    assert all(r.status == "error" and "not sent" in r.error for r in recs[3:]), [r.error for r in recs]
+    assert server.alive
+
+
 def test_explicit_port_in_use(server, tiny_model):
     with pytest.raises(PortInUse, match=f"port {server.port} is already in use"):
         Server(tiny_model, memory="static", port=server.port)
@@ -90,7 +106,9 @@ def test_exception_in_with_block_mid_workload_stops_server(server):
         with server:  # already running: entering keeps it, leaving stops it
             t = threading.Thread(target=drive)
             t.start()
-            time.sleep(1.0)  # requests are in flight
+            deadline = time.monotonic() + 60
+            while metric_total(server.url, "vllm:num_requests_running") < 6 and time.monotonic() < deadline:
+                time.sleep(0.05)  # until all six stream
             raise RuntimeError("boom")
     t0 = time.monotonic()
     assert wait_gone(pgid, 1.0) == [], "stop() returned with processes of the group still alive"
