@@ -48,6 +48,49 @@ def _members(pgid: int) -> list[int]:
     return out
 
 
+def shm_files(pids) -> set:
+    """Files under /dev/shm that ``pids`` map or hold open (kept in sync with process.shm_files)."""
+    found = set()
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/maps") as f:
+                for line in f:
+                    i = line.find("/dev/shm/")
+                    if i >= 0:
+                        found.add(line[i:].rstrip("\n").replace(" (deleted)", ""))
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("/dev/shm/"):
+                    found.add(target.replace(" (deleted)", ""))
+        except OSError:
+            continue
+    return found
+
+
+# What Python's multiprocessing (and so vLLM's message queues) creates in /dev/shm. Its resource
+# tracker unlinks them at a clean exit; after SIGKILL nobody does, and 250 MB segments pile up.
+_LEFTOVER_PREFIXES = ("/dev/shm/psm_", "/dev/shm/sem.mp-")
+
+
+def _remove_leftovers(files: set) -> None:
+    removed = 0
+    for path in sorted(files):
+        if path.startswith(_LEFTOVER_PREFIXES) and "/" not in path[len("/dev/shm/"):]:
+            try:
+                os.unlink(path)
+                removed += 1
+            except OSError:
+                pass  # already unlinked by its owner
+    if removed:
+        _say(f"removed {removed} shared-memory file(s) the engine left in /dev/shm")
+    try:  # kvlab's own pool records: the registry drops those of dead processes
+        from kvlab.registry.store import reap
+
+        reap()
+    except Exception:
+        pass
+
+
 def _teardown(child: subprocess.Popen, grace: float) -> None:
     pgid = os.getpgrp()
     if _members(pgid):
@@ -114,7 +157,11 @@ def main() -> int:
         os.close(a.pid_fd)
 
     reason = None
+    shm, next_scan = set(), time.monotonic() + 2.0
     while reason is None:
+        if time.monotonic() > next_scan:  # who maps what, while they live: a killed process tells nothing
+            shm |= shm_files(_members(os.getpgrp()))
+            next_scan = time.monotonic() + 5.0
         if child.poll() is not None:
             reason = f"engine exited with code {child.returncode}"
         elif os.getppid() != a.parent:
@@ -124,9 +171,11 @@ def main() -> int:
         else:
             time.sleep(POLL)
     _say(f"{reason}; stopping process group {os.getpgrp()}")
+    shm |= shm_files(_members(os.getpgrp()))
     # An engine that exited by itself has no reason to linger; its helpers get a short grace.
     _teardown(child, min(a.grace, 5.0) if child.returncode is not None else a.grace)
     rc = child.wait()
+    _remove_leftovers(shm)
     _say(f"engine pid {child.pid} ended with code {rc}")
     return rc if rc >= 0 else 128 - rc
 

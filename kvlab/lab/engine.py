@@ -87,9 +87,33 @@ def resolve_device(device) -> str:
     return text
 
 
+# vLLM loads kvlab's plugin through the ``vllm.general_plugins`` entry point; when the package was
+# installed without it (an older editable install), the server process registers it by hand first.
+# register() is idempotent, so this is harmless when the entry point exists too.
+ELASTIC_LAUNCH = ("import runpy, kvlab.engines.vllm as kv; kv.register(); "
+                  "runpy.run_module('vllm.entrypoints.openai.api_server', run_name='__main__', alter_sys=True)")
+
+
+def plugin_entry_point() -> bool:
+    """Whether kvlab's vLLM plugin is installed as a ``vllm.general_plugins`` entry point."""
+    from importlib.metadata import entry_points
+
+    return any(ep.value.startswith("kvlab.") for ep in entry_points(group="vllm.general_plugins"))
+
+
+def engine_module(memory: str) -> list[str]:
+    """The interpreter arguments that start vLLM's OpenAI server for this memory mode."""
+    if memory == "elastic" and not plugin_entry_point():
+        return ["-c", ELASTIC_LAUNCH]
+    return ["-m", "vllm.entrypoints.openai.api_server"]
+
+
 def check_memory(memory: str, device: str) -> None:
     if memory not in MEMORY_MODES:
         raise ValueError(f"memory must be one of {MEMORY_MODES}, got {memory!r}")
+    if memory == "elastic" and importlib.util.find_spec("kvlab.engines.vllm.plugin") is None:
+        raise UnsupportedSetup("memory='elastic' needs kvlab's vLLM plugin (kvlab.engines.vllm), which this "
+                               "kvlab lacks; use memory='static' for stock vLLM")
     if memory == "kvcached":
         if importlib.util.find_spec("kvcached") is None:
             raise UnsupportedSetup("memory='kvcached' needs the kvcached package (pip install kvcached); "

@@ -51,6 +51,13 @@ def group_pids(pgid: int) -> list[int]:
     return sorted(out)
 
 
+def shm_files(pids) -> set[str]:
+    """Files under /dev/shm that ``pids`` map or hold open (the watchdog removes vLLM's leftovers)."""
+    from ._watchdog import shm_files as scan
+
+    return scan(pids)
+
+
 def pid_alive(pid: int) -> bool:
     st = _stat(pid)
     return st is not None and st[0] not in ("Z", "X")

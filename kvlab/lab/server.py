@@ -18,29 +18,15 @@ import sys
 import tempfile
 import threading
 import time
-from collections import deque
 from pathlib import Path
 
 import httpx
 
-from . import engine, ports
+from . import engine, ports, startlog
 from .errors import EngineDied, InvalidEngineArgs, PortInUse, ServerError, StartTimeout
 from .process import EngineProcess
 
 TAIL_LINES = 30
-_LOG_PREFIX = re.compile(r"^\((?:APIServer|EngineCore\w*|\w*Worker[-\w]*) pid=\d+\)\s+"
-                         r"(?:INFO|WARNING|ERROR|DEBUG|CRITICAL)?\s*(?:\d\d-\d\d \d\d:\d\d:\d\d)?\s*(?:\[[^\]]*\]\s*)?")
-# Milestones of a vLLM start in its log, in order: the progress bar's steps.
-_STAGES = (
-    ("non-default args", "arguments parsed"),
-    ("Initializing a V1 LLM engine", "engine initialising"),
-    ("Loading weights took", "weights loaded"),
-    ("KV cache size", "KV cache allocated"),
-    ("init engine", "engine ready"),
-    ("Starting vLLM API server", "API server starting"),
-    ("Application startup complete", "API server up"),
-)
-
 _live_strong: set = set()  # running servers stay reachable (and stoppable at exit) even if the caller drops them
 _lock = threading.Lock()
 
@@ -64,11 +50,6 @@ def stop_all(grace: float | None = None) -> None:
 
 
 atexit.register(stop_all)
-
-
-def _short(line: str, width: int = 90) -> str:
-    line = _LOG_PREFIX.sub("", line.strip())
-    return line if len(line) <= width else line[: width - 1] + "…"
 
 
 def _log_dir() -> Path:
@@ -121,7 +102,7 @@ class Server:
     def command(self, port: int | None = None) -> list[str]:
         """The engine's command line (for reading, or for running it by hand)."""
         port = port or self.port or 0
-        return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model_path,
+        return [sys.executable, *engine.engine_module(self.memory), "--model", self.model_path,
                 "--host", self.host, "--port", str(port), *engine.engine_flags(self.engine_args)]
 
     def environment(self) -> dict[str, str]:
@@ -143,6 +124,7 @@ class Server:
                 self._wait_ready()
                 return self
             except PortInUse:
+                self.stop()
                 if attempt == attempts - 1:
                     raise
             except BaseException:
@@ -168,25 +150,25 @@ class Server:
             _live_strong.add(self)
 
     def _wait_ready(self) -> None:
-        bar = _progress_bar(self.progress, f"starting {self.name}", len(_STAGES) + 1)
+        bar = startlog.progress_bar(self.progress, f"starting {self.name}", len(startlog.STAGES) + 1)
         t0 = time.monotonic()
         offset, last, stage = 0, "", 0
         drawn, drawn_at = None, 0.0
         try:
             with httpx.Client(timeout=2.0, trust_env=False) as http:
                 while True:
-                    offset, lines = _read_new(self.log_path, offset)
+                    offset, lines = startlog.read_new(self.log_path, offset)
                     for line in lines:
                         if line.strip() and not line[0].isspace() and not line.startswith("#"):
                             last = line  # continuation lines of warnings and tracebacks say little alone
-                        for i, (marker, _) in enumerate(_STAGES):
+                        for i, (marker, _) in enumerate(startlog.STAGES):
                             if marker in line and i + 1 > stage:
                                 stage = i + 1
                     if bar is not None:
                         shown = (stage, last)
                         if shown != drawn or time.monotonic() - drawn_at > 1.0:
                             bar.n = stage
-                            bar.set_description_str(f"{self.name}: {_short(last, 70) or 'starting'}", refresh=False)
+                            bar.set_description_str(f"{self.name}: {startlog.short(last, 70) or 'starting'}", refresh=False)
                             bar.refresh()
                             drawn, drawn_at = shown, time.monotonic()
                     if not self._proc.alive:
@@ -296,17 +278,8 @@ class Server:
         return _engine_code(code)
 
     def log_tail(self, n: int = TAIL_LINES) -> str:
-        if self.log_path is None:
-            return ""
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(0, os.SEEK_END)
-                size = f.tell()
-                f.seek(max(0, size - 256 * 1024))
-                text = f.read().decode(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(deque(text.splitlines(), maxlen=n))
+        """The last ``n`` lines of the engine's log."""
+        return startlog.tail(self.log_path, n) if self.log_path is not None else ""
 
     def client(self, **kwargs):
         """An async streaming client bound to this server (see kvlab.lab.client.Client)."""
@@ -333,24 +306,3 @@ def _argparse_error(tail: str) -> str:
         if "error:" in line:
             return line.split("error:", 1)[1].strip()
     return "see the log"
-
-
-def _read_new(path: Path, offset: int) -> tuple[int, list[str]]:
-    try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            data = f.read()
-    except OSError:
-        return offset, []
-    cut = data.rfind(b"\n") + 1  # only whole lines; the rest is read next time
-    return offset + cut, data[:cut].decode(errors="replace").replace("\r", "\n").splitlines()
-
-
-def _progress_bar(enabled: bool, desc: str, total: int):
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc=desc, bar_format="{desc} |{bar}| {elapsed}", leave=True, dynamic_ncols=True)

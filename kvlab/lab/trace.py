@@ -100,7 +100,7 @@ def _parse_row(row: dict) -> tuple[float, dict]:
 
 def _rows(path: Path):
     """(row number, dict or an error string) for every data row."""
-    text = path.read_text(encoding="utf-8")
+    text = path.read_text(encoding="utf-8-sig")  # spreadsheets write a BOM
     if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
         for number, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
