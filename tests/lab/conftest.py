@@ -1,6 +1,5 @@
 """Fixtures for the lab tests: a tiny random-weight model and helpers to look at processes."""
 
-import json
 import time
 from pathlib import Path
 

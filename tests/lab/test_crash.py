@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("vllm")
 
 from kvlab.lab import EngineDied, Fleet, InvalidEngineArgs, Server, bursty, run_workload  # noqa: E402
-from kvlab.lab.process import group_pids, pid_alive  # noqa: E402
+from kvlab.lab.process import group_pids, pid_alive, shm_files  # noqa: E402
 
 from .conftest import ENGINE_ARGS, wait_gone  # noqa: E402
 
@@ -32,7 +32,10 @@ def test_engine_killed_mid_workload_keeps_partial_records(tiny_model):
                     return
                 time.sleep(0.02)
             time.sleep(0.2)
+            shm.update(f for f in shm_files(server.pids()) if f.startswith(("/dev/shm/psm_", "/dev/shm/sem.mp-")))
             os.kill(server.pid, signal.SIGKILL)
+
+        shm = set()
 
         killer = threading.Thread(target=kill_during_second_burst, daemon=True)
         killer.start()
@@ -52,6 +55,7 @@ def test_engine_killed_mid_workload_keeps_partial_records(tiny_model):
         assert any(r.tokens_out for r in cut)  # tokens streamed before the crash are counted
         assert all(r.error.startswith("not sent") and r.start is None for r in recs if r.phase == 2)
         assert wait_gone(pgid, 15) == []  # the watchdog took EngineCore and the worker down too
+        assert shm and not [f for f in shm if os.path.exists(f)]  # vLLM's shared memory was removed too
         assert not server.alive
         with pytest.raises(EngineDied, match="after it had started"):
             server.check()
@@ -69,7 +73,9 @@ _CHILD = textwrap.dedent("""
     t.start(); t.join()
     time.sleep(1.0)
     s = box["s"]
-    print(json.dumps({"pgid": s.pgid, "pid": s.pid, "alive": s.alive, "pids": s.pids()}), flush=True)
+    from kvlab.lab.process import shm_files
+    shm = sorted(f for f in shm_files(s.pids()) if f.startswith(("/dev/shm/psm_", "/dev/shm/sem.mp-")))
+    print(json.dumps({"pgid": s.pgid, "pid": s.pid, "alive": s.alive, "pids": s.pids(), "shm": shm}), flush=True)
     time.sleep(600)
 """)
 
@@ -87,20 +93,28 @@ def test_parent_killed_with_sigkill_leaves_no_engine(tiny_model):
         left = wait_gone(info["pgid"], 15)
         assert left == [], f"engine processes still alive 15 s after the parent was killed: {left}"
         assert not pid_alive(info["pid"])
+        assert info["shm"] and not [f for f in info["shm"] if os.path.exists(f)]
         print(f"engine group gone {time.monotonic() - t0:.1f} s after SIGKILL of its parent")
     finally:
         if child.poll() is None:
             child.kill()
 
 
-def test_interpreter_exit_stops_engine(tiny_model):
-    code = ("import json, sys\nfrom kvlab.lab import Server\n"
-            "s = Server(sys.argv[1], memory='static', progress=False, max_model_len=512, kv_cache_memory_bytes=64 << 20)\n"
-            "print(json.dumps({'pgid': s.pgid, 'pids': s.pids()}), flush=True)\n")  # exits without stop()
+def test_interpreter_exit_stops_elastic_engine(tiny_model):
+    code = textwrap.dedent("""
+        import json, sys
+        from kvlab.lab import Server, bursty, run_workload
+        s = Server(sys.argv[1], memory='elastic', progress=False, max_model_len=512, kv_cache_memory_bytes=64 << 20)
+        recs = run_workload(bursty(2, 3, pause=0.2, max_tokens=8, prompt_len=12), s)
+        log = s.log_path.read_text()
+        print(json.dumps({'pgid': s.pgid, 'pids': s.pids(), 'ok': [r.ok and r.tokens_out == 8 for r in recs],
+                          'elastic': 'kvlab: elastic KV memory on' in log}), flush=True)
+    """)  # and exits without stop(): atexit must stop the engine
     out = subprocess.run([sys.executable, "-c", code, str(tiny_model)], capture_output=True, text=True, timeout=240)
     assert out.returncode == 0, out.stderr[-2000:]
     info = json.loads(out.stdout.strip().splitlines()[-1])
-    assert len(info["pids"]) >= 3
+    assert len(info["pids"]) >= 3 and info["ok"] == [True] * 6
+    assert info["elastic"], "KVLAB_ELASTIC=1 did not switch on kvlab's plugin"
     assert wait_gone(info["pgid"], 1.0) == []  # atexit stopped it before the interpreter ended
 
 
