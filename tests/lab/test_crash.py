@@ -12,6 +12,7 @@ import time
 import pytest
 
 pytest.importorskip("vllm")
+pytestmark = pytest.mark.slow
 
 from kvlab.lab import EngineDied, Fleet, InvalidEngineArgs, Server, bursty, run_workload  # noqa: E402
 from kvlab.lab.process import group_pids, pid_alive, shm_files  # noqa: E402

@@ -8,6 +8,7 @@ import pytest
 pytest.importorskip("vllm")
 pytest.importorskip("ipykernel")
 jupyter_client = pytest.importorskip("jupyter_client")
+pytestmark = pytest.mark.slow
 
 from .conftest import wait_gone  # noqa: E402
 

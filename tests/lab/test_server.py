@@ -11,6 +11,7 @@ import time
 import pytest
 
 pytest.importorskip("vllm")
+pytestmark = pytest.mark.slow
 
 from kvlab.lab import PortInUse, RunInterrupted, Server, bursty, run_workload, trace  # noqa: E402
 from kvlab.lab.process import group_pids  # noqa: E402
