@@ -38,4 +38,4 @@ def static_reference(tiny_model):
     finally:
         close_llm(llm)
     stable = [i for i, (a, b) in enumerate(zip(alone, first)) if a == b]
-    return {"start_rss": started, "outputs": first, "again": again, "stable": stable}
+    return {"start_rss": started, "outputs": first, "again": again, "alone": alone, "stable": stable}

@@ -58,3 +58,15 @@ def metric_total(url: str, name: str) -> float:
     text = httpx.get(f"{url}/metrics", timeout=5).text
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                if line.startswith(name) and not line.startswith("#"))
+
+
+# tests/engines sets in-process vLLM defaults in os.environ at import (VLLM_ENABLE_V1_MULTIPROCESSING=0,
+# VLLM_LOGGING_LEVEL=WARNING). Servers started here inherit os.environ, so without this they would run
+# without EngineCore processes and hide vLLM's INFO log, and these tests would depend on test order.
+_ENGINE_TEST_DEFAULTS = ("VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_LOGGING_LEVEL")
+
+
+@pytest.fixture(autouse=True)
+def _stock_vllm_environment(monkeypatch):
+    for name in _ENGINE_TEST_DEFAULTS:
+        monkeypatch.delenv(name, raising=False)
