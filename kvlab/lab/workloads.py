@@ -84,6 +84,22 @@ def _prompt_kw(prompts, prompt_len, i: int) -> dict:
     return {"prompt": prompts[i % len(prompts)]} if prompts else {"prompt_len": prompt_len}
 
 
+def _check_bursts(w) -> None:
+    """Validation shared by the burst-shaped workloads (Bursty, Alternating)."""
+    _int("burst_size", w.burst_size)
+    _seconds("pause", w.pause)
+    _int("max_tokens", w.max_tokens)
+    _prompt_source(w.prompts, w.prompt_len)
+
+
+def _burst(w, phase: int, first: int, prompts, plen, target=None) -> list[Request]:
+    """One burst of ``w.burst_size`` requests, sent ``w.pause`` s after the previous phase (none before
+    the first). Request i gets its own seed, so prompts differ and the prefix cache does not share them."""
+    return [Request(at=w.pause if phase else 0.0, max_tokens=w.max_tokens, target=target, phase=phase,
+                    seed=w.seed * 1_000_003 + i, **_prompt_kw(prompts, plen, i))
+            for i in range(first, first + w.burst_size)]
+
+
 @dataclass(frozen=True)
 class Bursty(Workload):
     n_bursts: int
@@ -96,20 +112,11 @@ class Bursty(Workload):
 
     def __post_init__(self):
         _int("n_bursts", self.n_bursts)
-        _int("burst_size", self.burst_size)
-        _seconds("pause", self.pause)
-        _int("max_tokens", self.max_tokens)
-        _prompt_source(self.prompts, self.prompt_len)
+        _check_bursts(self)
 
     def requests(self) -> list[Request]:
         prompts, plen = _prompt_source(self.prompts, self.prompt_len)
-        out = []
-        for b in range(self.n_bursts):
-            for j in range(self.burst_size):
-                i = b * self.burst_size + j
-                out.append(Request(at=self.pause if b else 0.0, max_tokens=self.max_tokens, phase=b,
-                                   seed=self.seed * 1_000_003 + i, **_prompt_kw(prompts, plen, i)))
-        return out
+        return [r for b in range(self.n_bursts) for r in _burst(self, b, b * self.burst_size, prompts, plen)]
 
 
 @dataclass(frozen=True)
@@ -182,10 +189,7 @@ class Alternating(Workload):
             raise WorkloadError(f"alternating got the same server twice: {keys}")
         object.__setattr__(self, "servers", tuple(self.servers))
         _int("rounds", self.rounds)
-        _int("burst_size", self.burst_size)
-        _seconds("pause", self.pause)
-        _int("max_tokens", self.max_tokens)
-        _prompt_source(self.prompts, self.prompt_len)
+        _check_bursts(self)
 
     def requests(self) -> list[Request]:
         prompts, plen = _prompt_source(self.prompts, self.prompt_len)
@@ -193,10 +197,7 @@ class Alternating(Workload):
         out, phase = [], 0
         for _ in range(self.rounds):
             for key in keys:
-                for _ in range(self.burst_size):
-                    i = len(out)
-                    out.append(Request(at=self.pause if phase else 0.0, max_tokens=self.max_tokens, target=key,
-                                       phase=phase, seed=self.seed * 1_000_003 + i, **_prompt_kw(prompts, plen, i)))
+                out += _burst(self, phase, len(out), prompts, plen, target=key)
                 phase += 1
         return out
 
