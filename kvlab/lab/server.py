@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import os
 import re
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -86,6 +87,12 @@ class Server:
         self.model: str = (served[0] if isinstance(served, (list, tuple)) else served) or self.model_path
         self.name = name or Path(self.model).name or self.model
         self.env_extra = dict(env or {})
+        # The elastic engine publishes its pool's registry record under this name (KVLAB_POOL_NAME), so
+        # telemetry and kvlab.limits find this server's pool without guessing from pids.
+        self.pool_name: str | None = None
+        if memory == "elastic":
+            self.pool_name = self.env_extra.get("KVLAB_POOL_NAME") or _pool_name(self.name, self._port_asked)
+            self.env_extra["KVLAB_POOL_NAME"] = self.pool_name
         self.start_timeout = float(start_timeout)
         self.grace = float(grace)
         self.progress = progress
@@ -292,6 +299,12 @@ class Server:
         state = "running" if self.alive else ("died" if self._proc is not None else "stopped")
         where = f" url={self.url!r} pid={self.pid}" if self._proc is not None else ""
         return f"Server({self.name!r}, memory={self.memory!r}, device={self.device!r}, {state}{where})"
+
+
+def _pool_name(name: str, port: int | None) -> str:
+    """``<server name>-<port or random>``, a valid registry name (letters, digits, '.', '_', '-')."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-._")[:48] or "pool"
+    return f"{slug}-{port if port else secrets.token_hex(3)}"
 
 
 def _engine_code(code: int | None) -> int | None:
