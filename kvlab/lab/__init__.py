@@ -11,11 +11,13 @@ from .errors import (EngineDied, InvalidEngineArgs, LabError, ModelNotFound, Por
 from .fleet import Fleet
 from .runner import arun_workload, run_workload
 from .server import Server, running, stop_all
+from .telemetry import DeviceSample, PoolSample, Sample, Telemetry
 from .trace import Trace, trace
 from .workloads import Alternating, Bursty, Poisson, Request, Workload, alternating, bursty, poisson
 
 __all__ = [
     "Server", "Fleet", "Client", "RequestRecord", "running", "stop_all",
+    "Telemetry", "Sample", "PoolSample", "DeviceSample",
     "Workload", "Request", "Bursty", "Poisson", "Alternating", "Trace",
     "bursty", "poisson", "alternating", "trace", "run_workload", "arun_workload",
     "LabError", "ServerError", "EngineDied", "InvalidEngineArgs", "ModelNotFound", "PortInUse",

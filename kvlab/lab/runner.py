@@ -64,7 +64,8 @@ def _resolve(req: Request, i: int, clients: list[Client]) -> int:
 
 
 async def arun_workload(workload, targets, *, concurrency: int | None = None, on_engine_death: str = "raise",
-                        progress: bool = False, on_record=None, _records: list | None = None) -> list[RequestRecord]:
+                        progress: bool = False, on_record=None, telemetry=None,
+                        _records: list | None = None) -> list[RequestRecord]:
     """Async form of run_workload (for ``await`` in a notebook cell)."""
     if on_engine_death not in ("raise", "return"):
         raise ValueError(f"on_engine_death must be 'raise' or 'return', got {on_engine_death!r}")
@@ -83,6 +84,22 @@ async def arun_workload(workload, targets, *, concurrency: int | None = None, on
     reasons: dict[int, str] = {}
     abort = asyncio.Event()
     bar = _bar(progress, len(reqs))
+    marked: set[int] = set()
+
+    def mark_burst(phase: int) -> None:
+        # At the phase's first request actually sent (after its pause), so markers sit where load starts.
+        if telemetry is None or phase in marked:
+            return
+        marked.add(phase)
+        ks = {which[i] for i, r in enumerate(reqs) if r.phase == phase}
+        to = ""
+        if len(ks) == 1 and len(clients) > 1:
+            k = next(iter(ks))
+            to = f" -> {getattr(clients[k].server, 'name', None) or clients[k].model}"
+        try:
+            telemetry.mark(f"burst {phase}{to}")
+        except Exception as e:  # a broken telemetry must not lose the run
+            warnings.warn(f"telemetry.mark failed: {e!r}", RuntimeWarning)
 
     def engine_died(k: int) -> None:
         if k in dead:
@@ -120,6 +137,7 @@ async def arun_workload(workload, targets, *, concurrency: int | None = None, on
             if k in dead or abort.is_set():
                 rec.fail(f"not sent: {dead.get(k) or 'the run stopped because an engine died'}")
                 return
+            mark_burst(r.phase)
             await clients[k].complete(r.prompt, prompt_len=r.prompt_len, seed=r.seed, max_tokens=r.max_tokens,
                                       record=rec, t0=t0)
             if not rec.ok and await settle_dead(k):
@@ -205,7 +223,7 @@ async def arun_workload(workload, targets, *, concurrency: int | None = None, on
 
 
 def run_workload(workload, targets, *, concurrency: int | None = None, on_engine_death: str = "raise",
-                 progress: bool = False, on_record=None) -> list[RequestRecord]:
+                 progress: bool = False, on_record=None, telemetry=None) -> list[RequestRecord]:
     """Send ``workload`` to ``targets`` (a Server, Client, Fleet, or a list of them) and return one
     RequestRecord per scheduled request, in schedule order.
 
@@ -215,6 +233,8 @@ def run_workload(workload, targets, *, concurrency: int | None = None, on_engine
 
     on_record: called with each RequestRecord as it finishes (from the workload's thread), e.g. to
         update a live view.
+    telemetry: a kvlab.lab.Telemetry; ``telemetry.mark("burst N")`` is called as each phase's first
+        request is sent (``"burst N -> server"`` when the phase drives one of several servers).
 
     Works in a notebook too: it runs its own event loop in a helper thread. Ctrl-C / interrupting
     the kernel stops the run and raises RunInterrupted with ``.records``.
@@ -229,7 +249,8 @@ def run_workload(workload, targets, *, concurrency: int | None = None, on_engine
         try:
             main["task"] = loop.create_task(arun_workload(workload, targets, concurrency=concurrency,
                                                           on_engine_death=on_engine_death, progress=progress,
-                                                          on_record=on_record, _records=records))
+                                                          on_record=on_record, telemetry=telemetry,
+                                                          _records=records))
             box["result"] = loop.run_until_complete(main["task"])
         except BaseException as e:  # handed to the calling thread
             box["error"] = e

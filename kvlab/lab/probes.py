@@ -1,0 +1,107 @@
+"""What the telemetry sampler reads: device memory (NVML or /proc), process memory, engine /metrics.
+
+Each probe is cheap and never raises for a process or device that went away between two samples:
+the sampler runs for minutes while engines start, crash and stop under it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+# vLLM's Prometheus names: kv_cache_usage_perc since v1 (gpu_cache_usage_perc before it, kept
+# as a fallback for older GPU builds); both are fractions 0..1 despite "perc".
+ENGINE_METRICS = {
+    "kv_usage": ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
+    "running": ("vllm:num_requests_running",),
+    "waiting": ("vllm:num_requests_waiting",),
+}
+_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
+
+
+def rss(pid: int) -> int | None:
+    """Resident bytes of one process (``/proc/PID/statm``: one read, no page-table walk, unlike PSS)."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def host_memory() -> tuple[int, int]:
+    """(total, used) bytes of this host; used = MemTotal - MemAvailable, as ``free`` reports it."""
+    info = {}
+    with open("/proc/meminfo", "rb") as f:
+        for line in f:
+            key, _, rest = line.partition(b":")
+            if key in (b"MemTotal", b"MemAvailable"):
+                info[key] = int(rest.split()[0]) * 1024
+                if len(info) == 2:
+                    break
+    total = info.get(b"MemTotal", 0)
+    return total, total - info.get(b"MemAvailable", total)
+
+
+class Nvml:
+    """NVIDIA devices through NVML (nvidia-ml-py), or ``None`` from ``open()`` when there are none."""
+
+    def __init__(self, pynvml, handles):
+        self._nv, self.handles = pynvml, handles
+
+    @classmethod
+    def open(cls) -> "Nvml | None":
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            n = pynvml.nvmlDeviceGetCount()
+        except Exception:  # no package, no driver or no device: the host probe takes over
+            return None
+        if n == 0:
+            pynvml.nvmlShutdown()
+            return None
+        return cls(pynvml, [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(n)])
+
+    def sample(self) -> dict[str, tuple[int, int, dict[int, int]]]:
+        """``cuda:N`` (NVML's index) -> (total, used, {pid: bytes}) for every device."""
+        nv, out = self._nv, {}
+        for i, h in enumerate(self.handles):
+            mem = nv.nvmlDeviceGetMemoryInfo(h)
+            per = {}
+            try:
+                for p in nv.nvmlDeviceGetComputeRunningProcesses(h):
+                    if p.usedGpuMemory is not None:
+                        per[int(p.pid)] = per.get(int(p.pid), 0) + int(p.usedGpuMemory)
+            except nv.NVMLError:
+                pass  # per-process accounting can be unavailable (e.g. in some containers)
+            out[f"cuda:{i}"] = (int(mem.total), int(mem.used), per)
+        return out
+
+    def close(self) -> None:
+        try:
+            self._nv.nvmlShutdown()
+        except Exception:
+            pass
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """kv_usage, running and waiting from a Prometheus text page (summed over label sets)."""
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line.startswith("vllm:"):
+            continue
+        m = _LINE.match(line)
+        if m:
+            try:
+                values[m.group(1)] = values.get(m.group(1), 0.0) + float(m.group(3))
+            except ValueError:
+                continue
+    out = {}
+    for key, names in ENGINE_METRICS.items():
+        for name in names:
+            if name in values:
+                out[key] = values[name]
+                break
+    return out

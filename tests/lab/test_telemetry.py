@@ -1,0 +1,94 @@
+"""Telemetry without an engine: pools published by a real registry Publisher in this process."""
+
+import os
+import time
+
+import pytest
+
+from kvlab.lab import Telemetry
+from kvlab.lab.probes import host_memory, parse_metrics, rss
+from kvlab.registry import PAGE_MAPPED, PAGE_USED, Publisher
+
+MiB = 1 << 20
+
+
+def _wait(pred, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_pools_devices_events_and_listeners(tmp_path):
+    root = tmp_path / "registry"
+    seen = []
+    with Publisher("model-a", capacity=64 * MiB, page_size=2 * MiB, name="pool-a", root=root) as pub:
+        pub.update(mapped=4 * MiB, used=2 * MiB, pages=[PAGE_USED, PAGE_MAPPED] + [0] * 30)
+        tel = Telemetry(None, interval=0.05, registry_root=root)
+        tel.add_listener(seen.append)
+        with tel:
+            assert _wait(lambda: tel.n_samples >= 3)
+            tel.mark("burst 0")
+            pub.update(mapped=32 * MiB, used=30 * MiB)
+            assert _wait(lambda: tel.latest.pools["pool-a"].mapped == 32 * MiB)
+            tel.mark("burst 1")
+            pub.update(mapped=4 * MiB, used=0)
+            assert _wait(lambda: tel.latest.pools["pool-a"].mapped == 4 * MiB)
+        n = tel.n_samples
+        time.sleep(0.2)
+        assert tel.n_samples == n and not tel.running  # stopped means stopped
+    df = tel.table()
+    assert len(df) == n and df["t"].is_monotonic_increasing
+    mapped = df["pool_mapped:pool-a"]
+    assert mapped.iloc[0] == 4 * MiB and mapped.max() == 32 * MiB and mapped.iloc[-1] == 4 * MiB
+    assert (df["pool_capacity:pool-a"] == 64 * MiB).all()
+    assert list(df["event"].dropna()) == ["burst 0", "burst 1"]
+    assert [label for _, label in tel.events] == ["burst 0", "burst 1"]
+    # an event lands on the first row taken after it
+    t_burst1 = tel.events[1][0]
+    assert df.loc[df["event"] == "burst 1", "t"].iloc[0] >= t_burst1
+    first = seen[0]
+    pool = first.pools["pool-a"]
+    assert pool.model == "model-a" and pool.pid == os.getpid() and pool.page_size == 2 * MiB
+    assert list(pool.pages[:3]) == [PAGE_USED, PAGE_MAPPED, 0]
+    total, used = host_memory()
+    assert first.devices["cpu"].total == total and 0 < first.devices["cpu"].used < total
+    assert not tel.errors
+
+
+def test_pool_gone_and_failing_listener(tmp_path):
+    root = tmp_path / "registry"
+    pub = Publisher("m", capacity=8 * MiB, page_size=2 * MiB, name="short-lived", root=root)
+
+    def broken(sample):
+        raise RuntimeError("boom")
+
+    tel = Telemetry(None, interval=0.05, pages=False, registry_root=root)
+    tel.add_listener(broken)
+    with pytest.warns(RuntimeWarning, match="listener"):
+        with tel:
+            assert _wait(lambda: tel.latest is not None and "short-lived" in tel.latest.pools)
+            assert tel.latest.pools["short-lived"].pages is None
+            pub.close()
+            assert _wait(lambda: "short-lived" not in tel.latest.pools)
+    assert tel.n_samples >= 2 and not tel.errors  # sampling went on after the listener failed
+
+
+def test_bad_settings_and_targets():
+    with pytest.raises(ValueError, match="interval"):
+        Telemetry(None, interval=0)
+    with pytest.raises(ValueError, match="metrics_interval"):
+        Telemetry(None, metrics_interval=0.01)
+    with pytest.raises(TypeError, match="targets"):
+        Telemetry("not a server")
+
+
+def test_probes():
+    assert rss(os.getpid()) > 10 * MiB
+    assert rss(2**22 + 12345) is None  # no such process
+    text = ('# HELP vllm:num_requests_running x\nvllm:num_requests_running{engine="0",model_name="m"} 3.0\n'
+            'vllm:num_requests_waiting{engine="0"} 1\nvllm:kv_cache_usage_perc{engine="0"} 0.25\n'
+            'vllm:kv_cache_usage_perc{engine="1"} 0.25\nother_metric 7\n')
+    assert parse_metrics(text) == {"kv_usage": 0.5, "running": 3.0, "waiting": 1.0}
