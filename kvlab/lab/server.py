@@ -295,6 +295,12 @@ class Server:
         self.check()
         return Client(self.url, self.model, server=self, **kwargs)
 
+    def watch(self, **kwargs):
+        """A live kvlab.views.Dashboard of this server (pages, memory, latency, limit); close() stops it."""
+        from kvlab.views.dashboard import Dashboard  # lazy: the lab runs without the widget stack
+
+        return Dashboard(self, **kwargs)
+
     def __repr__(self) -> str:
         state = "running" if self.alive else ("died" if self._proc is not None else "stopped")
         where = f" url={self.url!r} pid={self.pid}" if self._proc is not None else ""
