@@ -11,9 +11,11 @@ except ImportError as e:  # pragma: no cover - depends on the install
                       "(or pip install anywidget ipywidgets)") from e
 
 from .coalescer import Coalescer, CoalescerSettings, Sampler, default_coalescer
+from .controls import LimitControl
+from .dashboard import Dashboard
 from .latency import LatencyView
 from .pagemap import IN_USE, MAPPED_FREE, UNMAPPED, PageMap
 from .timeline import MemoryTimeline
 
-__all__ = ["PageMap", "MemoryTimeline", "LatencyView", "Coalescer", "CoalescerSettings", "Sampler",
+__all__ = ["Dashboard", "LimitControl", "PageMap", "MemoryTimeline", "LatencyView", "Coalescer", "CoalescerSettings", "Sampler",
            "default_coalescer", "UNMAPPED", "MAPPED_FREE", "IN_USE"]

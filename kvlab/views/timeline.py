@@ -40,6 +40,7 @@ class MemoryTimeline(CoalescedWidget, anywidget.AnyWidget):
     limits = t.Dict().tag(sync=True)  # {model: bytes}
     marks = t.List().tag(sync=True)  # [[t, label], ...]
     title = t.Unicode("device memory").tag(sync=True)
+    total_label = t.Unicode("device total").tag(sync=True)  # what the `total` line is (a Dashboard may draw capacity)
 
     def __init__(self, window: int = 600, rebase_every: int = 64, max_marks: int = 200,
                  coalescer: Coalescer | None = None, **kwargs):

@@ -92,7 +92,7 @@ function draw(canvas, legend, model) {
     }
     ctx.stroke();
     ctx.fillStyle = ink;
-    ctx.fillText("device total", PAD.l + 4, y(rows[rows.length - 1][1]) - 4);
+    ctx.fillText(model.get("total_label") || "device total", PAD.l + 4, y(rows[rows.length - 1][1]) - 4);
   }
   ctx.setLineDash([5, 4]); ctx.lineWidth = 1;
   for (const [name, v] of Object.entries(limits)) {
@@ -136,7 +136,7 @@ function render({ model, el }) {
   };
   // One draw per animation frame however many traits one message changed.
   const schedule = () => { if (!frame) frame = requestAnimationFrame(redraw); };
-  const keys = ["base", "tail", "columns", "window", "limits", "marks", "title"];
+  const keys = ["base", "tail", "columns", "window", "limits", "marks", "title", "total_label"];
   keys.forEach((k) => model.on(`change:${k}`, schedule));
   redraw();
   return () => {

@@ -1,0 +1,236 @@
+"""Dashboard: pages, memory over time, latency and limit controls for a Server, a Fleet or a list of servers.
+
+>>> dash = server.watch()                 # or Dashboard(fleet); displays as an ipywidgets VBox
+>>> run_workload(bursty(3, 8, pause=2), server, on_record=dash.record, telemetry=dash.telemetry)
+>>> dash.close()                          # stops the Telemetry it made
+
+Everything on screen comes from ONE :class:`kvlab.lab.telemetry.Telemetry` listener, called on the
+Telemetry's sampler thread with each :class:`Sample`. The listener only hands the latest values to
+the three views, which coalesce them to ~10 messages a second each (see coalescer.py); the limit
+rows and the header change traits only when their text changes. Nothing here sends from a thread
+except by setting traits, which is safe on ipykernel 6.x and >= 7.1.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import threading
+from pathlib import Path
+
+import ipywidgets as widgets
+import numpy as np
+
+from .controls import LimitControl, fmt_bytes
+from .latency import LatencyView
+from .pagemap import IN_USE, MAPPED_FREE, UNMAPPED, PageMap
+from .timeline import MemoryTimeline
+
+log = logging.getLogger("kvlab.views")
+TOTALS = ("auto", "device", "capacity", None)
+
+
+def _page_lut() -> np.ndarray:
+    from kvlab.registry import PAGE_MAPPED, PAGE_UNMAPPED, PAGE_USED
+
+    # A state this kvlab does not know (a newer engine's) is drawn as mapped: it holds memory.
+    lut = np.full(256, MAPPED_FREE, np.uint8)
+    lut[PAGE_UNMAPPED], lut[PAGE_MAPPED], lut[PAGE_USED] = UNMAPPED, MAPPED_FREE, IN_USE
+    return lut
+
+
+def servers_of(target) -> list:
+    """The servers behind a Server, a Fleet, a list of them, or None (none: every pool in the registry)."""
+    if target is None:
+        return []
+    if isinstance(target, (list, tuple)):
+        return [s for t in target for s in servers_of(t)]
+    if hasattr(target, "servers"):  # a Fleet (or an experiment's setup) exposes .servers
+        return servers_of(list(target.servers))
+    if hasattr(target, "url") and hasattr(target, "name"):
+        return [target]
+    raise TypeError(f"a Dashboard watches a Server, a Fleet or a list of Servers, got {target!r}")
+
+
+class Dashboard(widgets.VBox):
+    """PageMap + MemoryTimeline + LatencyView (+ one limit row per elastic pool) for ``target``.
+
+    target: a Server, a Fleet, a list of Servers, or None for every pool in the registry.
+    telemetry: a Telemetry to listen to; None makes one (``interval`` seconds between samples) that the
+        Dashboard starts now and stops on ``close()``.
+    controls: show a limit row per pool (slider + text box through :func:`kvlab.limits.set_limit`).
+    total: the timeline's reference line: "device" (the device's total memory), "capacity" (the sum of
+        the pools' reserved capacity), None, or "auto" = "device" on GPUs and "capacity" on the host,
+        where the machine's RAM would flatten a few MiB of KV cache to nothing.
+    window: samples kept on the timeline (600 at 0.2 s = 2 minutes).
+    """
+
+    def __init__(self, target=None, telemetry=None, interval: float = 0.2, controls: bool = True, *,
+                 total: str | None = "auto", window: int = 600, coalescer=None):
+        if total not in TOTALS:
+            raise ValueError(f"total={total!r}: use one of {TOTALS}")
+        if not interval > 0:
+            raise ValueError(f"interval must be positive seconds, got {interval}")
+        self.servers = servers_of(target)
+        self._total = total
+        self._lut = _page_lut()
+        self._names = {s.pool_name: s.name for s in self.servers if getattr(s, "pool_name", None)}
+        self._wanted = set(self._names) if target is not None else None
+        self._labels: dict[str, str] = {}  # pool -> label on the views, fixed once given
+        self._limits: dict[str, int | None] = {}
+        self._live: set[str] = set()
+        self._n_events = 0
+        self._header_text = ""
+        self._lock = threading.Lock()
+        self.samples = 0
+        self.errors = 0
+        self.last_error: BaseException | None = None
+
+        self.pagemap = PageMap(coalescer=coalescer)
+        self.timeline = MemoryTimeline(window=window, coalescer=coalescer, title="KV cache memory per model")
+        self.latency = LatencyView(coalescer=coalescer)
+        self.header = widgets.HTML(self._header([]))
+        self.controls: dict[str, LimitControl] = {}
+        if controls:
+            pools = list(self._names) if target is not None else _registry_pools()
+            for pool in pools:
+                self.controls[pool] = LimitControl(pool, self._names.get(pool, pool))
+        children = [self.header, self.pagemap, self.timeline, self.latency]
+        if self.controls:
+            children.append(widgets.VBox([widgets.HTML("<b>limits</b> (all the way right: no limit)"),
+                                          *self.controls.values()]))
+        super().__init__(children)
+        self.add_class("kvlab-dashboard")
+
+        self._owns_telemetry = telemetry is None
+        if telemetry is None:
+            from kvlab.lab.telemetry import Telemetry  # lazy: kvlab.views does not need the lab
+
+            telemetry = Telemetry(target, interval=interval, pages=True)
+        self.telemetry = telemetry
+        telemetry.add_listener(self._on_sample)
+        if self._owns_telemetry:
+            telemetry.start()
+
+    # ---- inputs --------------------------------------------------------------------------------
+    def record(self, rec) -> None:
+        """Feed one finished request (a RequestRecord) to the latency view: ``on_record=dash.record``."""
+        if not getattr(rec, "ok", False):
+            return
+        url = str(rec.url).rstrip("/")
+        # By URL, not model: a port is picked at start, and two servers may serve one model.
+        named = [s.name for s in self.servers if getattr(s, "port", None) and s.url.rstrip("/") == url]
+        label = named[0] if named else _short(rec.model)
+        self.latency.add(label, np.nan if rec.ttft is None else rec.ttft, np.nan if rec.e2e is None else rec.e2e)
+
+    def mark(self, label: str) -> None:
+        """An event at now (e.g. "burst 2"), drawn on the timeline with the next sample."""
+        self.telemetry.mark(label)
+
+    def close(self) -> None:
+        telemetry = getattr(self, "telemetry", None)
+        if telemetry is not None:
+            telemetry.remove_listener(self._on_sample)
+            if self._owns_telemetry:
+                telemetry.stop()
+        for w in (*getattr(self, "controls", {}).values(), getattr(self, "pagemap", None),
+                  getattr(self, "timeline", None), getattr(self, "latency", None), getattr(self, "header", None)):
+            if w is not None:
+                w.close()
+        super().close()
+
+    # ---- the Telemetry listener (sampler thread) -------------------------------------------------
+    def _on_sample(self, sample) -> None:
+        try:
+            with self._lock:  # one sample at a time, even if a second Telemetry feeds this dashboard
+                self._apply(sample)
+                self.samples += 1
+        except Exception as e:  # noqa: BLE001 - never raise into the sampler thread other listeners share
+            self.errors += 1
+            self.last_error = e
+            log.warning("kvlab Dashboard: sample not shown: %r", e)
+
+    def _apply(self, sample) -> None:
+        usage: dict[str, int] = {}
+        # A Telemetry reports every pool in the registry; show those of our servers (all for target=None).
+        pools = {n: p for n, p in sample.pools.items() if self._wanted is None or n in self._wanted}
+        for name, p in pools.items():
+            label = self._label(name, p.model)
+            if p.pages is not None:
+                info = {"label": f"pool {name}", "page_size": p.page_size, "capacity": p.capacity,
+                        "device": p.device, "pid": p.pid}
+                self.pagemap.update(label, self._lut[np.asarray(p.pages, dtype=np.uint8)], info)
+            usage[label] = p.mapped
+            if self._limits.get(name, -1) != p.limit:
+                self._limits[name] = p.limit
+                self.timeline.set_limit(label, p.limit)
+            control = self.controls.get(name)
+            if control is not None:
+                control.readback(p.limit, p.capacity)
+        for name in self._live - set(pools):  # the engine stopped: its record is gone, its pages free
+            label = self._labels[name]
+            if label in self.pagemap.pools:
+                n = self.pagemap.counts(label)
+                self.pagemap.update(label, np.zeros(sum(n.values()), np.uint8), {"label": f"pool {name}: stopped"})
+        self._live = set(pools)
+        self.timeline.append(sample.t, usage, total=self._total_of(sample, pools))
+        events = list(self.telemetry.events)
+        for t, label in events[self._n_events:]:
+            self.timeline.mark(t, label)
+        self._n_events = len(events)
+        text = self._header(self._engine_lines(sample))
+        if text != self._header_text:
+            self._header_text = text
+            self.header.value = text
+
+    def _label(self, pool: str, model: str) -> str:
+        label = self._labels.get(pool)
+        if label is None:
+            label = self._names.get(pool) or _short(model) or pool
+            if label in self._labels.values():  # two pools of one model: tell them apart
+                label = f"{label} ({pool})"
+            self._labels[pool] = label
+        return label
+
+    def _total_of(self, sample, pools: dict) -> float | None:
+        if self._total is None or not pools:
+            return None
+        devices = {p.device for p in pools.values()}
+        mode = self._total
+        if mode == "auto":
+            mode = "device" if all(str(d).startswith("cuda") for d in devices) else "capacity"
+        label = "device total" if mode == "device" else "reserved (pools' capacity)"
+        if self.timeline.total_label != label:  # rare: once, or when a pool on another device appears
+            self.timeline.total_label = label
+        if mode == "capacity":
+            return float(sum(p.capacity for p in pools.values()))
+        totals = [sample.devices[d].total for d in devices if d in sample.devices]
+        return float(sum(totals)) if totals else None
+
+    def _engine_lines(self, sample) -> list[str]:
+        lines = []
+        for server, m in sorted(sample.engines.items()):
+            bits = [f"{k.replace('_', ' ')} {v:.0%}" if k == "kv_usage" else f"{k} {v:g}" for k, v in m.items()]
+            lines.append(f"<b>{html.escape(server)}</b>: {html.escape(' · '.join(bits))}")
+        return lines
+
+    def _header(self, lines: list[str]) -> str:
+        who = ", ".join(html.escape(s.name) for s in self.servers) or "every pool in the registry"
+        engines = "<br>".join(lines)
+        return f"<div class='kvlab-dash-head'>kvlab dashboard: {who}{'<br>' + engines if engines else ''}</div>"
+
+    def __repr__(self) -> str:
+        return f"Dashboard({[s.name for s in self.servers] or 'all pools'}, samples={self.samples})"
+
+
+def _short(model: str) -> str:
+    return Path(str(model).rstrip("/")).name or str(model)
+
+
+def _registry_pools() -> list[str]:
+    from kvlab.registry import list_records
+
+    return [r.name for r in list_records()]
+
+
+__all__ = ["Dashboard", "servers_of", "fmt_bytes"]

@@ -1,0 +1,203 @@
+"""Dashboard over real registry records: a real Telemetry samples real Publishers, and what a front end
+would receive (captured comm messages) follows the records: pages, memory, limits, events, pools going away.
+
+The servers are real kvlab.lab.Server objects that are never started (no engine needed): they give
+the pool names, and each test publishes those pools itself, as the engine's scheduler would.
+"""
+
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("anywidget")
+from kvlab.registry import PAGE_MAPPED, PAGE_UNMAPPED, PAGE_USED, Publisher  # noqa: E402
+
+PAGE = 2 << 20
+PAGES = 64
+
+
+@pytest.fixture(scope="module")
+def model():
+    from kvlab.models import synthetic
+
+    return synthetic("qwen2", "tiny")
+
+
+@pytest.fixture
+def servers(model):
+    from kvlab.lab import Server
+
+    return [Server(model, memory="elastic", device="cpu", start=False, name=n) for n in ("alpha", "beta")]
+
+
+@pytest.fixture
+def pools(servers):
+    pubs = [Publisher(str(s.model), PAGES * PAGE, PAGE, name=s.pool_name) for s in servers]
+    yield pubs
+    for p in pubs:
+        p.close()
+
+
+@pytest.fixture
+def dash(cap, coalescer, servers, pools):
+    from kvlab.views import Dashboard
+
+    d = Dashboard(servers, interval=0.05, coalescer=coalescer)
+    yield d
+    d.close()
+
+
+def wait_for(cond, timeout=5.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def front_state(cap, widget, coalescer):
+    coalescer.idle(2.0)
+    return cap.state(widget.comm.comm_id)
+
+
+def pages(n_used, n_mapped):
+    s = np.full(PAGES, PAGE_UNMAPPED, np.uint8)
+    s[:n_mapped] = PAGE_MAPPED
+    s[:n_used] = PAGE_USED
+    return s
+
+
+def publish(pub, n_used, n_mapped, **kw):
+    pub.update(mapped=n_mapped * PAGE, used=n_used * PAGE, pages=pages(n_used, n_mapped), **kw)
+
+
+def test_pages_and_memory_follow_the_records(cap, coalescer, dash, pools):
+    publish(pools[0], 3, 8)
+    publish(pools[1], 10, 10)
+    n = dash.samples
+    wait_for(lambda: dash.samples > n + 2, what="samples")
+    state = front_state(cap, dash.pagemap, coalescer)
+    assert state["order"] == ["alpha", "beta"]
+    a = np.frombuffer(state["states"]["alpha"], np.uint8)
+    assert (a[:3] == 2).all() and (a[3:8] == 1).all() and (a[8:] == 0).all()
+    assert np.frombuffer(state["states"]["beta"], np.uint8).sum() == 20
+    assert state["infos"]["alpha"]["page_size"] == PAGE
+    rows = dash.timeline.rows()
+    assert dash.timeline.models == ["alpha", "beta"]
+    assert rows[-1, 2] == 8 * PAGE and rows[-1, 3] == 10 * PAGE
+    assert rows[-1, 1] == 2 * PAGES * PAGE  # CPU pools: the line is the pools' reserved capacity
+    assert dash.timeline.total_label.startswith("reserved")
+
+    publish(pools[0], 0, 0)  # the engine went idle and gave its pages back
+    n = dash.samples
+    wait_for(lambda: dash.samples > n + 2, what="samples")
+    state = front_state(cap, dash.pagemap, coalescer)
+    assert not np.frombuffer(state["states"]["alpha"], np.uint8).any()
+    assert dash.timeline.rows()[-1, 2] == 0
+    assert dash.errors == 0, dash.last_error
+
+
+def test_other_pools_are_not_shown(cap, coalescer, dash, model):
+    with Publisher(str(model), PAGES * PAGE, PAGE) as stranger:
+        publish(stranger, 5, 5)
+        n = dash.samples
+        wait_for(lambda: dash.samples > n + 2, what="samples")
+    assert set(dash.pagemap.pools) <= {"alpha", "beta"} and set(dash.timeline.models) <= {"alpha", "beta"}
+
+
+def test_limits_and_events_reach_the_timeline(cap, coalescer, dash, pools):
+    publish(pools[1], 2, 4, limit=16 * PAGE)
+    dash.mark("burst 1")
+    wait_for(lambda: dash.timeline.limits.get("beta") == 16 * PAGE
+             and any(label == "burst 1" for _, label in dash.timeline.marks), what="limit and mark sent")
+    t_mark = dict((lab, t) for t, lab in dash.timeline.marks)["burst 1"]
+    assert 0 <= t_mark <= dash.timeline.rows()[-1, 0] + 0.1  # the Telemetry's clock, like the rows
+    assert dash.controls[pools[1].name].enforced == 16 * PAGE
+    assert "limit <b>32 MiB</b>" in dash.controls[pools[1].name].status.value
+    publish(pools[1], 2, 4, limit=None)
+    wait_for(lambda: "beta" not in dash.timeline.limits, what="limit removed")
+
+
+def test_stopped_pool_shows_empty(cap, coalescer, dash, pools):
+    publish(pools[0], 6, 6)
+    wait_for(lambda: "alpha" in dash.pagemap.pools and dash.pagemap.counts("alpha")["in_use"] == 6, what="pages")
+    pools[0].close()  # the engine stopped: its record is removed
+    wait_for(lambda: dash.pagemap.counts("alpha")["in_use"] == 0, what="pages cleared")
+    assert "stopped" in dash.pagemap._pending_infos["alpha"]["label"]
+
+
+def test_latency_records_by_server(cap, coalescer, dash, servers):
+    from kvlab.lab import RequestRecord
+
+    servers[0].port = 8123  # as if started: records name the server by its URL
+    ok = RequestRecord(str(servers[0].model), "http://127.0.0.1:8123", ttft=0.05, e2e=0.5, status="ok")
+    failed = RequestRecord(str(servers[0].model), "http://127.0.0.1:8123", status="error", error="boom")
+    for r in (ok, ok, failed):
+        dash.record(r)
+    assert dash.latency.percentiles("alpha")["ttft"][0] == pytest.approx(0.05)
+    state = front_state(cap, dash.latency, coalescer)
+    assert state["stats"]["alpha"]["n"] == 2
+
+
+def test_close_stops_its_telemetry_and_closes_views(cap, coalescer, servers, pools):
+    import threading
+
+    from kvlab.views import Dashboard
+
+    d = Dashboard(servers, interval=0.05, coalescer=coalescer)
+    wait_for(lambda: d.samples > 1, what="first samples")
+    tel = d.telemetry
+    d.close()
+    assert not tel.running and not any(t.name == "kvlab-telemetry" and t.is_alive() for t in threading.enumerate())
+    n = d.samples
+    time.sleep(0.2)
+    assert d.samples == n
+    for w in (d.pagemap, d.timeline, d.latency, *d.controls.values()):
+        assert w.comm is None
+
+
+def test_a_shared_telemetry_is_left_running(cap, coalescer, servers, pools):
+    from kvlab.lab.telemetry import Telemetry
+    from kvlab.views import Dashboard
+
+    with Telemetry(servers, interval=0.05) as tel:
+        d = Dashboard(servers, telemetry=tel, coalescer=coalescer)
+        wait_for(lambda: d.samples > 1, what="samples")
+        d.close()
+        assert tel.running
+        n = d.samples
+        time.sleep(0.2)
+        assert d.samples == n  # its listener is gone
+
+
+def test_bad_arguments(servers):
+    from kvlab.views import Dashboard
+
+    with pytest.raises(TypeError, match="Server, a Fleet or a list"):
+        Dashboard(42)
+    with pytest.raises(ValueError, match="total="):
+        Dashboard(servers, total="gpu")
+    with pytest.raises(ValueError, match="interval"):
+        Dashboard(servers, interval=0)
+
+
+def test_watch_and_dashboard_methods(cap, coalescer, servers, pools):
+    from kvlab.lab import Fleet
+    from kvlab.views import Dashboard
+
+    d = servers[0].watch(interval=0.05, coalescer=coalescer)
+    try:
+        assert isinstance(d, Dashboard) and [s.name for s in d.servers] == ["alpha"]
+        assert list(d.controls) == [servers[0].pool_name]
+    finally:
+        d.close()
+    fleet = Fleet(servers, start=False)
+    d = fleet.dashboard(interval=0.05, controls=False, coalescer=coalescer)
+    try:
+        assert [s.name for s in d.servers] == ["alpha", "beta"] and not d.controls
+        publish(pools[1], 1, 1)
+        wait_for(lambda: "beta" in d.pagemap.pools, what="fleet pool shown")
+    finally:
+        d.close()
