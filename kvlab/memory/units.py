@@ -1,40 +1,23 @@
-"""Parsing of byte sizes ("2MiB", "1G", 4096) and device names ("cpu", "cuda", "cuda:1")."""
+"""Byte sizes (parsed by the native-free ``kvlab.units``) and device names ("cpu", "cuda", "cuda:1")."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 
+from kvlab import units as _units
+from kvlab.units import GiB, MiB, format_size  # noqa: F401  (re-exported)
+
 from .errors import InvalidArgument
-
-MiB = 1 << 20
-GiB = 1 << 30
-
-_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": MiB, "mb": MiB, "mib": MiB,
-          "g": GiB, "gb": GiB, "gib": GiB, "t": 1 << 40, "tb": 1 << 40, "tib": 1 << 40}
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 
 
 def parse_size(value: int | str) -> int:
-    """Bytes from an int or a string such as ``"512MiB"`` or ``"1.5G"`` (binary units throughout)."""
-    if isinstance(value, bool):
-        raise InvalidArgument(f"expected a size in bytes, got {value!r}")
-    if isinstance(value, int):
-        if value < 0:
-            raise InvalidArgument(f"size must not be negative, got {value}")
-        return value
-    if isinstance(value, str):
-        m = _SIZE.match(value)
-        if m and m.group(2).lower() in _UNITS:
-            return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
-    raise InvalidArgument(f"cannot read {value!r} as a size: use bytes or a number with KiB/MiB/GiB/TiB")
-
-
-def format_size(n: int) -> str:
-    for unit, scale in (("GiB", GiB), ("MiB", MiB), ("KiB", 1 << 10)):
-        if n >= scale:
-            return f"{n / scale:.2f} {unit}"
-    return f"{n} B"
+    """Bytes from an int or a string such as ``"512MiB"`` or ``"1.5G"`` (``kvlab.units.parse_size``, binary
+    units throughout), raising this layer's ``InvalidArgument``."""
+    try:
+        return _units.parse_size(value)
+    except _units.SizeError as e:
+        raise InvalidArgument(str(e)) from None
 
 
 @dataclass(frozen=True)
