@@ -23,9 +23,12 @@ _LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
 
 def rss(pid: int) -> int | None:
     """Resident bytes of one process (``/proc/PID/statm``: one read, no page-table walk, unlike PSS)."""
-    try:
-        with open(f"/proc/{pid}/statm", "rb") as f:
-            return int(f.read().split()[1]) * _PAGE
+    try:  # os.open/os.read: a third of the cost of io.open at 10 Hz x every engine process
+        fd = os.open(f"/proc/{pid}/statm", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return int(os.read(fd, 256).split()[1]) * _PAGE
+        finally:
+            os.close(fd)
     except (OSError, ValueError, IndexError):
         return None
 
@@ -33,13 +36,15 @@ def rss(pid: int) -> int | None:
 def host_memory() -> tuple[int, int]:
     """(total, used) bytes of this host; used = MemTotal - MemAvailable, as ``free`` reports it."""
     info = {}
-    with open("/proc/meminfo", "rb") as f:
-        for line in f:
-            key, _, rest = line.partition(b":")
-            if key in (b"MemTotal", b"MemAvailable"):
-                info[key] = int(rest.split()[0]) * 1024
-                if len(info) == 2:
-                    break
+    fd = os.open("/proc/meminfo", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        head = os.read(fd, 512)  # MemTotal, MemFree, MemAvailable are the first three lines
+    finally:
+        os.close(fd)
+    for line in head.split(b"\n")[:3]:
+        key, _, rest = line.partition(b":")
+        if key in (b"MemTotal", b"MemAvailable"):
+            info[key] = int(rest.split()[0]) * 1024
     total = info.get(b"MemTotal", 0)
     return total, total - info.get(b"MemAvailable", total)
 
@@ -105,3 +110,53 @@ def parse_metrics(text: str) -> dict[str, float]:
                 out[key] = values[name]
                 break
     return out
+
+
+class PoolReader:
+    """Snapshots of the registry's live records, with the record files kept open between samples.
+
+    ``list_records()`` opens, maps and judges every record file each call (~0.6 ms for two pools
+    on this 2-core machine, most of a 10 Hz sampler's budget). Here that full scan (which also reaps
+    records of dead owners) runs every ``rescan`` seconds; in between each open record is checked
+    with one stat (gone or replaced under the same name -> dropped) and snapshotted in place.
+    """
+
+    def __init__(self, root=None, rescan: float = 1.0):
+        self.root, self.rescan = root, rescan
+        self._views: dict = {}  # name -> View
+        self._scanned = -1e9
+
+    def read(self) -> list:
+        import time
+
+        from kvlab.registry.errors import RecordBusy
+        from kvlab.registry.store import list_records, record_path
+        from kvlab.registry.view import View
+
+        now = time.monotonic()
+        if now - self._scanned >= self.rescan:
+            self._scanned = now
+            names = {r.name for r in list_records(self.root)}
+            for name in set(self._views) - names:
+                self._views.pop(name).close()
+            for name in names - set(self._views):
+                try:
+                    self._views[name] = View(record_path(name, self.root))
+                except FileNotFoundError:
+                    pass
+        out = []
+        for name, view in list(self._views.items()):
+            try:
+                st = os.stat(view.path)
+                if (st.st_dev, st.st_ino) != view.ident:
+                    raise FileNotFoundError(view.path)  # replaced: the next scan opens the new one
+                out.append(view.snapshot(0.05))
+            except (FileNotFoundError, RecordBusy):
+                self._views.pop(name).close()
+                self._scanned = -1e9
+        return out
+
+    def close(self) -> None:
+        for view in self._views.values():
+            view.close()
+        self._views.clear()

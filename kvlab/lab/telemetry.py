@@ -33,7 +33,9 @@ import numpy as np
 
 from . import probes
 
-PID_REFRESH = 2.0  # seconds between rescans of a server's process group (a /proc scan costs ms)
+# Seconds between rescans of a server's process group: a /proc scan costs ~2.5 ms here, and an
+# engine's processes are fixed once it is up (a pid that vanishes triggers a rescan at once).
+PID_REFRESH = 10.0
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,7 @@ class Telemetry:
         self._threads: list[threading.Thread] = []
         self._t0 = time.monotonic()
         self._nvml = None
+        self._pools: probes.PoolReader | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------------
     def start(self) -> "Telemetry":
@@ -128,6 +131,7 @@ class Telemetry:
         self._stop.clear()
         self._t0 = time.monotonic()
         self._nvml = probes.Nvml.open()
+        self._pools = probes.PoolReader(self.registry_root)
         self._threads = [threading.Thread(target=self._run, name="kvlab-telemetry", daemon=True)]
         if self.metrics_interval > 0 and self.servers:
             self._threads.append(threading.Thread(target=self._poll_metrics, name="kvlab-metrics", daemon=True))
@@ -144,6 +148,8 @@ class Telemetry:
         if self._nvml is not None:
             self._nvml.close()
             self._nvml = None
+        if self._pools is not None:
+            self._pools.close()
 
     @property
     def running(self) -> bool:
@@ -240,15 +246,17 @@ class Telemetry:
         return cached[1]
 
     def _take(self) -> tuple[Sample, dict]:
-        from kvlab.registry import list_records
-
         t = self.now()
         row: dict = {"t": t, "time": time.time()}
         server_pids = [self._server_pids(i, s) for i, s in enumerate(self.servers)]
-        records = list_records(self.registry_root)
+        records = self._pools.read()
         devices = self._devices(server_pids, records)
         for dev in devices.values():
             row[f"dev_used:{dev.name}"], row[f"dev_total:{dev.name}"] = dev.used, dev.total
+        if self._nvml is None:  # a process gone from the host probe: rescan that server's group next time
+            for i, pids in enumerate(server_pids):
+                if any(p not in devices["cpu"].per_process for p in pids):
+                    self._pids.pop(i, None)
         for key, pids in zip(self.keys, server_pids):
             if pids:  # NVML per process on a GPU, RSS on the CPU: whichever device lists them
                 row[f"mem:{key}"] = sum(d.per_process.get(p, 0) for d in devices.values() for p in pids)
