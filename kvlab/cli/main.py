@@ -21,6 +21,12 @@ def build_parser() -> argparse.ArgumentParser:
     vmm.add_argument("--repeats", type=int, default=30)
     vmm.add_argument("--out", default="benchmarks/results", help="folder for the JSON result")
     vmm.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    demo = sub.add_parser("demo", help="elastic vs static vLLM and two models sharing a device, with a report")
+    demo.add_argument("--model", default=None, help="model path or hub id (default: depends on the machine)")
+    demo.add_argument("--out", default="kvlab-demo", help="folder for the results and reports")
+    demo.add_argument("--json", action="store_true", help="print the summaries as JSON")
+    demo.add_argument("--quick", action="store_true", help="smaller workloads (about half the time)")
     return p
 
 
@@ -33,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
             from kvlab.cli import doctor
 
             return doctor.main(args)
+        if args.command == "demo":
+            from kvlab.cli import demo
+
+            return demo.main(args)
         if args.command == "bench":
             if args.repeats < 1:
                 raise SystemExit("kvlab bench: --repeats must be at least 1")
