@@ -17,6 +17,8 @@ import threading
 
 import ipywidgets as widgets
 
+from kvlab.registry import RegistryError
+
 MiB = 1 << 20
 
 
@@ -68,7 +70,7 @@ class LimitControl(widgets.HBox):
             size = None
         try:
             self._setter(self.pool, size)
-        except (ValueError, LookupError, OSError, TypeError) as e:  # the limits API's typed errors
+        except (RegistryError, ValueError, LookupError, OSError, TypeError) as e:  # the limits API's typed errors
             with self._lock:
                 self._error = f"{type(e).__name__}: {e}"
             self._show()

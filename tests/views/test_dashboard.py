@@ -201,3 +201,44 @@ def test_watch_and_dashboard_methods(cap, coalescer, servers, pools):
         wait_for(lambda: "beta" in d.pagemap.pools, what="fleet pool shown")
     finally:
         d.close()
+
+
+def test_limit_controls_write_the_registry_and_show_the_readback(cap, coalescer, dash, pools):
+    from kvlab import registry
+
+    pub, control = pools[0], dash.controls[pools[0].name]
+    wait_for(lambda: control.slider.max == PAGES * PAGE >> 20 and not control.slider.disabled, what="first readback")
+    assert control.slider.value == control.slider.max  # no limit yet: all the way right
+    control.text.value = "40MiB"  # what typing + Enter does
+    asked = registry.read(pub.name).control
+    assert asked.limit == 40 << 20 and control.error is None
+    assert "asked 40MiB, not yet applied" in control.status.value
+    pub.update(limit=asked.limit, control_ack=asked.revision)  # the engine applies it
+    wait_for(lambda: control.enforced == 40 << 20, what="readback")
+    assert "limit <b>40 MiB</b>" in control.status.value and "asked" not in control.status.value
+    assert control.slider.value == 40  # follows the registry; moving it did not ask again
+    assert registry.read(pub.name).control.revision == asked.revision
+
+    control.slider.value = 16  # MiB
+    assert registry.read(pub.name).control.limit == 16 << 20
+    control.slider.value = control.slider.max
+    assert registry.read(pub.name).control.limit is None
+    control.text.value = "25%"
+    assert registry.read(pub.name).control.limit == PAGES * PAGE // 4
+
+
+def test_limit_control_errors_are_shown_and_change_nothing(cap, coalescer, dash, pools):
+    from kvlab import registry
+
+    pub, control = pools[1], dash.controls[pools[1].name]
+    before = registry.read(pub.name).control
+    control.text.value = "lots"
+    assert control.error and "lots" in control.error and "kvlab-error" in control.status.value
+    control.text.value = "150%"
+    assert control.error and "150%" in control.error
+    assert registry.read(pub.name).control.revision == before.revision  # nothing was written
+    control.text.value = "8MiB"
+    assert control.error is None and "kvlab-error" not in control.status.value
+    pub.close()  # the engine is gone: asking now fails in the row, not in the kernel
+    control.text.value = "4MiB"
+    assert control.error and "PoolNotFound" in control.error
