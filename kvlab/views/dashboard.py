@@ -16,6 +16,7 @@ from __future__ import annotations
 import html
 import logging
 import threading
+import time
 from pathlib import Path
 
 import ipywidgets as widgets
@@ -28,6 +29,7 @@ from .timeline import MemoryTimeline
 
 log = logging.getLogger("kvlab.views")
 TOTALS = ("auto", "device", "capacity", None)
+PID_REFRESH = 5.0  # seconds between rescans of a static server's process group (a /proc scan costs ms)
 
 
 def _page_lut() -> np.ndarray:
@@ -79,6 +81,9 @@ class Dashboard(widgets.VBox):
         self._labels: dict[str, str] = {}  # pool -> label on the views, fixed once given
         self._limits: dict[str, int | None] = {}
         self._live: set[str] = set()
+        # Servers without a pool (static, kvcached) show their processes' memory (NVML, or RSS on the CPU).
+        self._poolless = [s for s in self.servers if not getattr(s, "pool_name", None)]
+        self._pids: dict[int, tuple[float, list[int]]] = {}
         self._n_events = 0
         self._header_text = ""
         self._lock = threading.Lock()
@@ -173,6 +178,7 @@ class Dashboard(widgets.VBox):
                 n = self.pagemap.counts(label)
                 self.pagemap.update(label, np.zeros(sum(n.values()), np.uint8), {"label": f"pool {name}: stopped"})
         self._live = set(pools)
+        usage.update(self._process_bytes(sample))
         self.timeline.append(sample.t, usage, total=self._total_of(sample, pools))
         events = list(self.telemetry.events)
         for t, label in events[self._n_events:]:
@@ -182,6 +188,19 @@ class Dashboard(widgets.VBox):
         if text != self._header_text:
             self._header_text = text
             self.header.value = text
+
+    def _process_bytes(self, sample) -> dict[str, int]:
+        out = {}
+        now = time.monotonic()
+        for i, server in enumerate(self._poolless):
+            at, pids = self._pids.get(i, (-PID_REFRESH, []))
+            if now - at >= PID_REFRESH or (not pids and server.alive):
+                pids = server.pids() if server.alive else []
+                self._pids[i] = (now, pids)
+            if pids:
+                out[f"{server.name} (process)"] = sum(d.per_process.get(p, 0) for d in sample.devices.values()
+                                                      for p in pids)
+        return out
 
     def _label(self, pool: str, model: str) -> str:
         label = self._labels.get(pool)
@@ -193,9 +212,9 @@ class Dashboard(widgets.VBox):
         return label
 
     def _total_of(self, sample, pools: dict) -> float | None:
-        if self._total is None or not pools:
+        devices = {p.device for p in pools.values()} | {str(s.device) for s in self._poolless}
+        if self._total is None or not devices:
             return None
-        devices = {p.device for p in pools.values()}
         mode = self._total
         if mode == "auto":
             mode = "device" if all(str(d).startswith("cuda") for d in devices) else "capacity"
@@ -203,7 +222,7 @@ class Dashboard(widgets.VBox):
         if self.timeline.total_label != label:  # rare: once, or when a pool on another device appears
             self.timeline.total_label = label
         if mode == "capacity":
-            return float(sum(p.capacity for p in pools.values()))
+            return float(sum(p.capacity for p in pools.values())) or None
         totals = [sample.devices[d].total for d in devices if d in sample.devices]
         return float(sum(totals)) if totals else None
 
