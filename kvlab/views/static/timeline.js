@@ -29,6 +29,10 @@ function niceStep(max, ticks) {
   return step * 5;
 }
 
+function segment(ctx, x0, y0, x1, y1) {
+  ctx.beginPath(); ctx.moveTo(x0, y0); ctx.lineTo(x1, y1); ctx.stroke();
+}
+
 export function rowsOf(model) {
   const width = 2 + (model.get("columns") ?? []).length;
   const all = [...f64(model.get("base")), ...f64(model.get("tail"))];
@@ -68,7 +72,7 @@ function draw(canvas, legend, model) {
   const step = niceStep(ymax, 4);
   ctx.strokeStyle = "rgba(128,128,128,0.25)";
   for (let v = 0; v <= ymax; v += step) {
-    ctx.beginPath(); ctx.moveTo(PAD.l, y(v)); ctx.lineTo(W - PAD.r, y(v)); ctx.stroke();
+    segment(ctx, PAD.l, y(v), W - PAD.r, y(v));
     ctx.fillText(fmtBytes(v), 4, y(v) + 4);
   }
   ctx.fillText(`${(t0 - t1).toFixed(0)} s`, PAD.l, H - 6);
@@ -92,19 +96,20 @@ function draw(canvas, legend, model) {
     }
     ctx.stroke();
     ctx.fillStyle = ink;
-    ctx.fillText(model.get("total_label") || "device total", PAD.l + 4, y(rows[rows.length - 1][1]) - 4);
+    // Under the line: event labels sit above the plot, and the line is near the top.
+    ctx.fillText(model.get("total_label") || "device total", PAD.l + 4, y(rows[rows.length - 1][1]) + 12);
   }
   ctx.setLineDash([5, 4]); ctx.lineWidth = 1;
   for (const [name, v] of Object.entries(limits)) {
     const k = cols.indexOf(name);
     ctx.strokeStyle = ctx.fillStyle = k >= 0 ? PALETTE[k % PALETTE.length] : ink;
-    ctx.beginPath(); ctx.moveTo(PAD.l, y(v)); ctx.lineTo(W - PAD.r, y(v)); ctx.stroke();
+    segment(ctx, PAD.l, y(v), W - PAD.r, y(v));
     ctx.fillText(`${name} limit`, W - PAD.r - 90, y(v) - 3);
   }
   ctx.strokeStyle = ctx.fillStyle = ink;
   for (const [t, label] of marks) {
     if (t < t0 || t > t1) continue;
-    ctx.beginPath(); ctx.moveTo(x(t), PAD.t); ctx.lineTo(x(t), H - PAD.b); ctx.stroke();
+    segment(ctx, x(t), PAD.t, x(t), H - PAD.b);
     ctx.fillText(label, x(t) + 3, PAD.t - 4);
   }
   ctx.setLineDash([]);
