@@ -1,8 +1,9 @@
 """`kvlab demo`: both experiments of the tutorial with defaults that fit the machine.
 
-* GPU and a model from the hub (or --model): that model;
-* GPU without the hub: a random-weight model shaped like Qwen2.5-0.5B (kvlab.models.synthetic);
+* --model (or KVLAB_MODEL): that model;
+* GPU and the model hub: Qwen2.5-0.5B; GPU without the hub: a random-weight model of its shape;
 * no GPU: the tiny synthetic model on vLLM's CPU build (what CI and a laptop run).
+The choices come from kvlab.lab.defaults, as in the notebooks.
 
 Runs ElasticVsStatic (bursty load) and MultiModel (two models, alternating bursts), prints each
 summary and where the report is. Progress goes to stderr, so ``--json`` output on stdout is clean.
@@ -12,78 +13,44 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
 
-HUB_MODEL = "Qwen/Qwen2.5-0.5B"
 SHOWN = ["setup", "server", "idle MiB", "peak MiB", "flex MiB", "after MiB", "KV idle MiB", "KV peak MiB",
-         "TTFT p50 ms", "TTFT p99 ms", "e2e p50 ms", "output tok/s", "requests", "errors"]
+         "KV after MiB", "TTFT p50 ms", "TTFT p99 ms", "e2e p50 ms", "output tok/s", "requests", "errors"]
 
 
-def _hub_reachable(model: str, timeout: float = 5.0) -> bool:
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-        return False
-    try:
-        from huggingface_hub import HfApi
+def plan(model: str | None, quick: bool):
+    """The machine's defaults (kvlab.lab.defaults: model, engine arguments, load), as the notebooks use."""
+    from dataclasses import replace
 
-        HfApi().model_info(model, timeout=timeout)
-        return True
-    except Exception:
-        return False
+    from kvlab.lab import defaults
 
-
-def plan(model: str | None, quick: bool) -> dict:
-    """The models, engine arguments and workloads the demo runs here."""
-    from kvlab.lab import engine
-    from kvlab.models import synthetic
-
-    device = engine.resolve_device(None)
-    gpu = device != "cpu"
-    if model is not None:
-        models, source = [model, model], "given"
-    elif gpu and _hub_reachable(HUB_MODEL):
-        models, source = [HUB_MODEL, HUB_MODEL], "hub"
-    elif gpu:
-        models, source = [str(synthetic("qwen2", "qwen2.5-0.5b", seed=s)) for s in (0, 1)], "synthetic qwen2.5-0.5b"
-    else:
-        models, source = [str(synthetic("qwen2", "tiny", seed=s)) for s in (0, 1)], "synthetic tiny"
-    if gpu:
-        server = dict(gpu_memory_utilization=0.4, max_model_len=4096, enforce_eager=True, max_num_seqs=32)
-    else:
-        # 1 GiB of KV cache: what a static engine holds from the start, and what elastic maps on demand.
-        server = dict(kv_cache_memory_bytes=1 << 30, max_model_len=1024, max_num_seqs=16)
+    setup = defaults.choose()
     if quick:
-        burst = dict(burst_size=4, pause=2.0, max_tokens=32, prompt_len=64)
-        n_bursts, rounds, idle = 2, 1, (2.0, 3.0)
-    else:
-        burst = dict(burst_size=8, pause=4.0, max_tokens=64, prompt_len=256)
-        n_bursts, rounds, idle = 3, 2, (3.0, 5.0)
-    return {"device": device, "models": models, "source": source, "server": server, "burst": burst,
-            "n_bursts": n_bursts, "rounds": rounds, "idle_before": idle[0], "idle_after": idle[1]}
-
-
-def _alternating(rounds: int, burst: dict):
-    from kvlab.lab import alternating
-
-    return lambda servers: alternating(servers, rounds=rounds, **burst)
+        setup = replace(setup, quick=True, load=defaults.CPU_QUICK if setup.device == "cpu" else defaults.GPU_QUICK)
+    if model is not None:
+        setup = replace(setup, model=model, source="given", reason="--model")
+    return setup
 
 
 def run(args) -> int:
-    from kvlab.lab import ElasticVsStatic, ExperimentFailed, MultiModel, bursty
+    from kvlab.lab import ElasticVsStatic, ExperimentFailed, MultiModel
 
     t0 = time.monotonic()
-    p = plan(args.model, args.quick)
+    setup = plan(args.model, args.quick)
     out = Path(args.out)
-    _err(f"kvlab demo on {p['device']}: models {p['source']} ({', '.join(Path(m).name for m in p['models'])})")
-    common = dict(idle_before=p["idle_before"], idle_after=p["idle_after"], progress=True, **p["server"])
+    _err(f"kvlab demo\n{setup}")
+    common = dict(idle_before=getattr(setup.load, "idle_before", 3.0),
+                  idle_after=getattr(setup.load, "idle_after", 5.0), progress=True, **setup.engine_args)
+    models = setup.models(2)
     experiments = [
-        ("elastic-vs-static", ElasticVsStatic(p["models"][0], bursty(p["n_bursts"], **p["burst"]), **common)),
-        ("multi-model", MultiModel(p["models"], _alternating(p["rounds"], p["burst"]), memory="elastic",
-                                   names=["model-a", "model-b"], **common)),
+        ("elastic-vs-static", ElasticVsStatic(setup.model, setup.bursty(), **common)),
+        ("multi-model", MultiModel(models, setup.alternating, memory="elastic", names=["model-a", "model-b"],
+                                   **common)),
     ]
-    report, failed = {"device": p["device"], "models": p["models"], "experiments": {}}, False
+    report, failed = {"device": setup.device, "models": models, "experiments": {}}, False
     for name, exp in experiments:
         try:
             result, error = exp.run(), None

@@ -8,7 +8,9 @@
 from .client import Client, RequestRecord
 from .errors import (EngineDied, InvalidEngineArgs, LabError, ModelNotFound, PortInUse, RunInterrupted,
                      ServerError, StartTimeout, TraceError, UnsupportedSetup, WorkloadError)
+from .experiments import ElasticVsStatic, ExperimentFailed, MultiModel
 from .fleet import Fleet
+from .result import Result
 from .runner import arun_workload, run_workload
 from .server import Server, running, stop_all
 from .telemetry import DeviceSample, PoolSample, Sample, Telemetry
@@ -17,7 +19,8 @@ from .workloads import Alternating, Bursty, Poisson, Request, Workload, alternat
 
 __all__ = [
     "Server", "Fleet", "Client", "RequestRecord", "running", "stop_all",
-    "Telemetry", "Sample", "PoolSample", "DeviceSample",
+    "Telemetry", "Sample", "PoolSample", "DeviceSample", "ElasticVsStatic", "MultiModel", "Result",
+    "ExperimentFailed",
     "Workload", "Request", "Bursty", "Poisson", "Alternating", "Trace",
     "bursty", "poisson", "alternating", "trace", "run_workload", "arun_workload",
     "LabError", "ServerError", "EngineDied", "InvalidEngineArgs", "ModelNotFound", "PortInUse",

@@ -1,0 +1,145 @@
+"""A Result as pictures: plotly figures (interactive, for notebooks and the HTML report) and the same
+two charts as PNGs drawn with matplotlib (kaleido would need a Chrome; matplotlib needs nothing).
+
+memory: each setup's server memory over time (MultiModel: one stacked area per model, the pools'
+mapped bytes when the engines publish them, else each server's memory), with a marker per burst;
+latency: TTFT and end-to-end latency per setup and server.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+MiB = float(1 << 20)
+
+
+def _memory_series(result) -> list[tuple[str, str, str, object]]:
+    """(setup, server key, label, DataFrame t/value in MiB) for the memory chart."""
+    out = []
+    for setup in result.setups:
+        for srv in setup["servers"]:
+            metric = "mem"
+            if result.kind == "MultiModel" and not result.series(setup["name"], "kv_mapped", srv["key"]).empty:
+                metric = "kv_mapped"
+            s = result.series(setup["name"], metric, srv["key"])
+            s = s.assign(value=s["value"] / MiB)
+            label = srv["key"] if result.kind == "MultiModel" else setup["name"]
+            out.append((setup["name"], srv["key"], label, s))
+    return out
+
+
+def _memory_title(result) -> str:
+    if result.kind == "MultiModel":
+        has_kv = any(not result.series(s["name"], "kv_mapped", v["key"]).empty
+                     for s in result.setups for v in s["servers"])
+        return "KV memory mapped per model (kvlab registry)" if has_kv else "memory per model"
+    return "engine memory over time"
+
+
+def _bursts(result, setup: str):
+    ev = result.events[result.events["setup"] == setup]
+    return ev[ev["label"].str.startswith("burst")]
+
+
+def plotly_figures(result) -> dict:
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    stacked = result.kind == "MultiModel"
+    mem = go.Figure()
+    for setup, key, label, s in _memory_series(result):
+        mem.add_trace(go.Scatter(x=s["t"], y=s["value"], name=label, mode="lines", legendgroup=label,
+                                 stackgroup="models" if stacked else None, line=dict(width=1.5)))
+    for setup in result.setups:
+        for _, ev in _bursts(result, setup["name"]).iterrows():
+            mem.add_vline(x=ev["t"], line=dict(dash="dot", width=1, color="gray"))
+            mem.add_annotation(x=ev["t"], y=1.0, yref="paper", text=ev["label"].replace("burst ", "b"),
+                               showarrow=False, font=dict(size=9), textangle=-90, xanchor="left", yanchor="top")
+        if not stacked:
+            break  # setups run one after another, each on its own clock: one set of markers is enough
+    mem.update_layout(title=_memory_title(result), xaxis_title="seconds since the setup was ready",
+                      yaxis_title="MiB", template="plotly_white", hovermode="x unified")
+    lat = make_subplots(rows=1, cols=2, subplot_titles=("time to first token (ms)", "end-to-end latency (ms)"))
+    req = result.requests
+    ok = req[req["status"] == "ok"] if len(req) else req
+    names = _server_names(result)
+    for (setup, url), group in (ok.groupby(["setup", "url"]) if len(ok) else []):
+        name = names.get((setup, url), f"{setup} {url}")
+        lat.add_trace(go.Box(y=group["ttft"] * 1000, name=name, legendgroup=name, boxpoints="outliers"), 1, 1)
+        lat.add_trace(go.Box(y=group["e2e"] * 1000, name=name, legendgroup=name, showlegend=False,
+                             boxpoints="outliers"), 1, 2)
+    lat.update_layout(title="latency per request", template="plotly_white")
+    return {"memory": mem, "latency": lat}
+
+
+def _server_names(result) -> dict:
+    return {(s["name"], v["url"]): (v["key"] if result.kind == "MultiModel" else s["name"])
+            for s in result.setups for v in s["servers"]}
+
+
+def write_html(result, path: Path) -> None:
+    """One self-contained page: metadata, summary table, both figures (plotly.js embedded once)."""
+    import plotly.io as pio
+
+    figs = plotly_figures(result)
+    parts = [pio.to_html(fig, full_html=False, include_plotlyjs=(i == 0)) for i, fig in enumerate(figs.values())]
+    summary = result.summary().to_html(float_format=lambda v: f"{v:,.1f}", na_rep="", index=False)
+    errors = "".join(f"<p class=err><b>{html.escape(s['name'])} failed:</b> {html.escape(str(s['error']))}</p>"
+                     for s in result.setups if s.get("error"))
+    meta = html.escape(json.dumps(result.meta, indent=2, default=str))
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>kvlab {result.kind}</title>
+<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse;font-size:12px}}
+td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}} .err{{color:#b00}} pre{{font-size:11px}}</style>
+</head><body><h1>kvlab {html.escape(result.kind)}</h1>{errors}<h2>Summary</h2>{summary}
+<p>Memory sources: {html.escape(json.dumps(result.summary().attrs.get("sources", {})))}</p>
+{''.join(parts)}<h2>Setup</h2><pre>{meta}</pre></body></html>"""
+    path.write_text(page)
+
+
+def write_pngs(result, folder: Path) -> list[Path]:
+    # Figure without pyplot: no backend is chosen or switched (a notebook's inline backend stays).
+    from matplotlib.figure import Figure
+
+    paths = []
+    fig = Figure(figsize=(9, 4.5), dpi=110)
+    ax = fig.subplots()
+    series = _memory_series(result)
+    if result.kind == "MultiModel" and series:
+        import numpy as np
+
+        grid = np.unique(np.concatenate([s["t"].to_numpy() for *_, s in series]))
+        ys = [np.interp(grid, s["t"], s["value"]) if len(s) else np.zeros_like(grid) for *_, s in series]
+        ax.stackplot(grid, ys, labels=[label for _, _, label, _ in series], alpha=0.8)
+    else:
+        for _, _, label, s in series:
+            ax.plot(s["t"], s["value"], label=label, linewidth=1.5)
+    for setup in result.setups:
+        for _, ev in _bursts(result, setup["name"]).iterrows():
+            ax.axvline(ev["t"], color="gray", linestyle=":", linewidth=1)
+        if result.kind != "MultiModel":
+            break
+    ax.set(title=_memory_title(result), xlabel="seconds since the setup was ready", ylabel="MiB")
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    paths.append(folder / "memory.png")
+    fig.savefig(paths[-1])
+
+    fig = Figure(figsize=(9, 4), dpi=110)
+    axes = fig.subplots(1, 2)
+    req = result.requests
+    ok = req[req["status"] == "ok"] if len(req) else req
+    names = _server_names(result)
+    groups = list(ok.groupby(["setup", "url"])) if len(ok) else []
+    labels = [names.get(k, str(k)) for k, _ in groups]
+    for ax, col, title in ((axes[0], "ttft", "time to first token (ms)"), (axes[1], "e2e", "end-to-end (ms)")):
+        if groups:
+            ax.boxplot([g[col].to_numpy() * 1000 for _, g in groups])
+            ax.set_xticks(range(1, len(labels) + 1), labels)  # boxplot's labels= was renamed in 3.9
+        ax.set_title(title)
+        ax.tick_params(axis="x", labelsize=8)
+    fig.tight_layout()
+    paths.append(folder / "latency.png")
+    fig.savefig(paths[-1])
+    return paths
