@@ -80,6 +80,9 @@ class WorkerMapper:
         self.plans_applied = 0
         self.chunks_mapped = self.chunks_unmapped = 0
         self.peak_mapped_bytes = 0
+        # In-process engines may apply an idle release from the scheduler's watcher thread while the
+        # engine thread applies a step's plan (always disjoint chunks); the arena calls take turns.
+        self._apply_lock = threading.Lock()
 
     # -- allocation --------------------------------------------------------------------------------
     def allocation_context(self) -> TorchFunctionMode:
@@ -117,6 +120,10 @@ class WorkerMapper:
                           "prevent this, so another process is probably using the device's memory") from e
 
     def apply(self, plan: PagePlan) -> None:
+        with self._apply_lock:
+            self._apply(plan)
+
+    def _apply(self, plan: PagePlan) -> None:
         if self.closed or self.table is None:
             return
         if plan.unmap:

@@ -3,7 +3,8 @@
 Pure Python, no vLLM: the block pool tells the planner when blocks enter or leave its free queue,
 and the planner answers three questions:
 
-* how many more chunks may be mapped (the budget: the limit, or the whole reservation),
+* how many more chunks may be mapped (the budget: the limit, or the whole reservation; and the device's
+  room, ``device_cap``, which the pool's watcher thread keeps current: see headroom.py),
 * which chunk to map next (the lowest unmapped one, so mapped memory stays in low, contiguous runs),
 * which fully free chunks to release: while busy, those free for ``release_delay`` seconds; when the
   engine goes idle, all of them; either way keeping ``reserve_chunks`` free chunks as headroom.
@@ -55,6 +56,9 @@ class ChunkPlanner:
         self.now = 0.0
         self.peak_mapped = self.n_mapped
         self.budget_chunks = budget_chunks
+        # Most chunks the device's headroom rule allows (None: not measured). Written by another thread
+        # as one int, read here as one: no lock needed on the hot path.
+        self.device_cap: int | None = None
 
     # -- budget ------------------------------------------------------------------------------------
     @property
@@ -67,7 +71,13 @@ class ChunkPlanner:
         self._budget = self.num_chunks if value is None else max(len(self.pinned), min(int(value), self.num_chunks))
 
     def growable_chunks(self) -> int:
-        return max(0, min(len(self._unmapped), self._budget - self.n_mapped))
+        cap = self._budget if self.device_cap is None else min(self._budget, self.device_cap)
+        return max(0, min(len(self._unmapped), cap - self.n_mapped))
+
+    @property
+    def over_budget(self) -> int:
+        """Chunks mapped beyond the budget (after a limit was lowered); they go as soon as they are free."""
+        return max(0, self.n_mapped - self._budget)
 
     # -- events from the free queue ----------------------------------------------------------------
     def tick(self, now: float) -> None:
@@ -105,14 +115,16 @@ class ChunkPlanner:
     def release_candidates(self, idle: bool) -> list[int]:
         """Fully free chunks to release now, highest first, keeping the lowest ``reserve_chunks`` as headroom.
 
-        Over budget (a lowered limit), the reserve is given up too.
+        Over budget (a lowered limit), the reserve is given up too, and the excess goes at once, busy or
+        not: a limit must not wait for ``release_delay``.
         """
         ready = sorted(self._fully_free)
         keep = max(0, min(self.reserve_chunks, self._budget - (self.n_mapped - len(ready))))
         spare = ready[keep:]
         if not idle:
             deadline = self.now - self.release_delay
-            spare = [c for c in spare if self.free_since[c] <= deadline]
+            forced = set(spare[len(spare) - min(self.over_budget, len(spare)):])
+            spare = [c for c in spare if c in forced or self.free_since[c] <= deadline]
         return spare[::-1]
 
     def mark_released(self, c: int) -> None:
@@ -133,6 +145,11 @@ class ChunkPlanner:
         plan = PagePlan(self._seq, tuple(self._unmap_events), tuple(self._map_events), idle)
         self._unmap_events, self._map_events = [], []
         return plan
+
+    def used_blocks(self) -> int:
+        """Blocks of mapped chunks that are not free (requests' blocks, and the null block)."""
+        k, free, mapped = self.k, self.free, self.mapped
+        return sum(k - free[c] for c in range(self.num_chunks) if mapped[c])
 
     def stats(self) -> dict:
         return {"chunks": self.num_chunks, "mapped_chunks": self.n_mapped, "peak_mapped_chunks": self.peak_mapped,

@@ -5,43 +5,96 @@ It runs in the engine-core process. Each ``schedule()`` returns vLLM's Scheduler
 attribute, ``kvlab_plan`` (a PagePlan or None): the chunks to unmap and map before this step's forward
 pass. SchedulerOutput is a plain dataclass that vLLM pickles to the workers, so the attribute travels
 with it in multi-process mode and is simply there in-process.
+
+It also owns the pool's registry record (pool_record.py) and a watcher thread (watcher.py). A limit set
+from another process must bind even while the engine is idle, and an idle multi-process engine core
+does not step: ``EngineCoreProc.run_busy_loop`` blocks in ``input_queue.get()`` while ``has_work()`` is
+false. So the watcher, on a control change, sets ``_kvlab_wake_pending`` and puts a WAKEUP message on
+that queue; ``has_requests()`` is true while a wake is pending, so the loop takes one (empty) step whose
+``schedule()`` applies the limit, releases the chunks that must go and sends the workers the plan, as
+the step after a burst does. In-process engines (no busy loop) release from the watcher thread directly
+to their local workers, under the scheduler's lock.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+import sys
+import threading
 import time
+import weakref
 
 from vllm.v1.core.sched.async_scheduler import AsyncScheduler
 from vllm.v1.core.sched.scheduler import Scheduler
 
-from . import mapper
+from . import headroom, mapper
 from .free_queue import ElasticFreeQueue
 from .geometry import ChunkGeometry
 from .planner import PLAN_ATTR, ChunkPlanner
+from .pool_record import PoolRecord, served_model
 from .settings import ElasticSettings
+from .watcher import PoolWatcher
 
 logger = logging.getLogger("vllm.kvlab")  # under vLLM's logger, so its handlers print it
 
 
-def _budget_chunks(settings: ElasticSettings, geo: ChunkGeometry, vllm_config) -> int | None:
-    if settings.limit is None:
-        return None
-    # A limit below one longest request would leave it waiting forever: never go below that.
+def _floor_chunks(geo: ChunkGeometry, vllm_config) -> int:
+    """Chunks one longest request needs (plus chunk 0): a budget below it would leave it waiting forever."""
     max_len = vllm_config.model_config.max_model_len
     block_size = vllm_config.cache_config.block_size
-    need = 1 + math.ceil((math.ceil(max_len / block_size) + 1) / geo.blocks_per_chunk)
-    budget = settings.limit // geo.chunk_bytes
+    return 1 + math.ceil((math.ceil(max_len / block_size) + 1) / geo.blocks_per_chunk)
+
+
+def _budget_chunks(limit: int | None, geo: ChunkGeometry, vllm_config) -> int | None:
+    if limit is None:
+        return None
+    need = _floor_chunks(geo, vllm_config)
+    budget = limit // geo.chunk_bytes
     if budget < need:
         logger.warning("kvlab: KV limit %d MiB is below one %d-token request (%d chunks of %d MiB); using %d MiB",
-                       settings.limit >> 20, max_len, need, geo.chunk_bytes >> 20, (need * geo.chunk_bytes) >> 20)
+                       limit >> 20, vllm_config.model_config.max_model_len, need, geo.chunk_bytes >> 20,
+                       (need * geo.chunk_bytes) >> 20)
         budget = need
-    return budget
+    return min(budget, geo.num_chunks)
+
+
+def _engine_core_of_caller():
+    """The vLLM EngineCore constructing this scheduler (it is a local of a caller's frame), or None.
+
+    vLLM passes the scheduler nothing that leads back to its engine; the waker needs the engine's input
+    queue. Looked up once, at construction; a weak reference, so the engine's lifetime is its own.
+    """
+    from vllm.v1.engine.core import EngineCore
+
+    frame = sys._getframe(2)
+    for _ in range(12):
+        if frame is None:
+            return None
+        candidate = frame.f_locals.get("self")
+        if isinstance(candidate, EngineCore):
+            return weakref.ref(candidate)
+        frame = frame.f_back
+    return None
+
+
+def _wake_busy_loop(core_ref) -> None:
+    """Make an idle EngineCoreProc take one step: a no-op message on its input queue unblocks
+    ``input_queue.get()``; our ``has_requests()`` (true while a wake is pending) makes it step."""
+    from vllm.v1.engine import EngineCoreRequestType
+
+    core = core_ref()
+    if core is None:
+        return
+    wakeup = getattr(EngineCoreRequestType, "WAKEUP", None)
+    # WAKEUP (vLLM >= 0.19) is ignored by the loop; an ABORT of no request is its equivalent before it.
+    core.input_queue.put_nowait((wakeup, None) if wakeup is not None else (EngineCoreRequestType.ABORT, []))
 
 
 class ElasticSchedulerMixin:
-    """Installs the elastic free queue and attaches each step's page plan to its SchedulerOutput."""
+    """Installs the elastic free queue, attaches each step's page plan to its SchedulerOutput, publishes
+    the pool's registry record and obeys its control block."""
 
     def __init__(self, vllm_config, kv_cache_config, *args, **kwargs):
         super().__init__(vllm_config, kv_cache_config, *args, **kwargs)
@@ -49,53 +102,145 @@ class ElasticSchedulerMixin:
         geo = ChunkGeometry.from_kv_cache_config(kv_cache_config, self.kvlab_settings.page_size)
         geo.require_aligned()
         self.kvlab_geometry = geo
+        self._kvlab_vllm_config = vllm_config
         s = self.kvlab_settings
         self.kvlab_planner = ChunkPlanner(
-            geo.num_chunks, geo.blocks_per_chunk, geo.chunk_bytes, budget_chunks=_budget_chunks(s, geo, vllm_config),
+            geo.num_chunks, geo.blocks_per_chunk, geo.chunk_bytes,
+            budget_chunks=_budget_chunks(s.limit, geo, vllm_config),
             reserve_chunks=math.ceil(s.reserve / geo.chunk_bytes), release_delay=s.release_delay)
         pool = self.kv_cache_manager.block_pool
         if len(pool.blocks) != geo.num_blocks:
             raise RuntimeError(f"kvlab: the block pool has {len(pool.blocks)} blocks, the KV config {geo.num_blocks}")
         self.kvlab_queue = ElasticFreeQueue(pool, self.kvlab_planner)
         pool.free_block_queue = self.kvlab_queue
-        logger.info("kvlab: elastic KV cache, %d chunks of %d blocks (%.1f MiB each), budget %d chunks",
-                    geo.num_chunks, geo.blocks_per_chunk, geo.chunk_bytes / 2**20, self.kvlab_planner.budget_chunks)
+        # Scheduler state is the engine thread's; the lock matters only for in-process engines, whose
+        # idle release runs on the watcher thread (multi-process engines are woken and release on their own).
+        self._kvlab_lock = threading.RLock()
+        self._kvlab_wake_pending = False
+        self._kvlab_start_pool(vllm_config, geo)
+        logger.info("kvlab: elastic KV cache, %d chunks of %d blocks (%.1f MiB each), budget %d chunks, pool %s",
+                    geo.num_chunks, geo.blocks_per_chunk, geo.chunk_bytes / 2**20, self.kvlab_planner.budget_chunks,
+                    self.kvlab_pool.name)
 
-    def _kvlab_release(self, idle: bool) -> None:
+    # -- the registry --------------------------------------------------------------------------------
+    def _kvlab_start_pool(self, vllm_config, geo: ChunkGeometry) -> None:
+        s, planner = self.kvlab_settings, self.kvlab_planner
+        device, uuid, probe = headroom.device_probe(vllm_config.device_config.device_type)
+        limit = None if s.limit is None else planner.budget_chunks * geo.chunk_bytes
+        self.kvlab_pool = PoolRecord(planner, model=served_model(vllm_config), page_size=s.page_size,
+                                     name=s.pool_name, device=device, device_uuid=uuid, limit=limit, minimum=s.min)
+        core, me = _engine_core_of_caller(), weakref.ref(self)
+        if core is not None and hasattr(core(), "input_queue"):
+            waker = functools.partial(_wake_busy_loop, core)
+        else:  # in-process (LLM): nobody blocks on a queue; release from the watcher thread, under the lock
+            waker = functools.partial(_release_in_process, me)
+        self._kvlab_watcher = PoolWatcher(self.kvlab_pool, planner, functools.partial(_wake, me, waker), probe=probe,
+                                          device=device, device_uuid=uuid, headroom_spec=s.headroom,
+                                          is_cuda=device != "cpu").start()
+        self._kvlab_finalizer = weakref.finalize(self, _close_pool, self._kvlab_watcher, self.kvlab_pool)
+
+    def _kvlab_apply_control(self) -> bool:
+        """Apply a changed limit/minimum from the registry; True if one was applied."""
+        pool = self.kvlab_pool
+        ctl = pool.pending_control()
+        if ctl is None:
+            return False
+        geo, planner = self.kvlab_geometry, self.kvlab_planner
+        budget = _budget_chunks(ctl.limit, geo, self._kvlab_vllm_config)
+        planner.budget_chunks = budget
+        pool.applied(ctl, None if budget is None else planner.budget_chunks * geo.chunk_bytes, ctl.min)
+        logger.info("kvlab: pool %s limit %s, min %d MiB (control revision %d)", pool.name,
+                    "none" if budget is None else f"{planner.budget_chunks * geo.chunk_bytes >> 20} MiB",
+                    ctl.min >> 20, ctl.revision)
+        return True
+
+    def has_requests(self) -> bool:
+        # True while a wake is pending, so that vLLM's busy loop, once woken, takes one step to apply it.
+        return super().has_requests() or self._kvlab_wake_pending
+
+    def _kvlab_release_in_process(self) -> None:  # the watcher thread, in-process engines only
+        with self._kvlab_lock:
+            local = mapper.local_workers(self.kvlab_settings.engine_id)
+            if not local or self.has_unfinished_requests():
+                return  # the next step applies it
+            self._kvlab_wake_pending = False
+            plan = self._kvlab_policy(idle=True)
+            if plan is not None:
+                for w in local:
+                    w.apply(plan)
+
+    # -- policy, once per step -------------------------------------------------------------------------
+    def _kvlab_policy(self, idle: bool):
+        """Apply limits, release what may go, publish; returns the plan the workers must apply."""
         planner = self.kvlab_planner
+        planner.tick(time.monotonic())
+        changed = self._kvlab_apply_control()
         for c in planner.release_candidates(idle):
             self.kvlab_queue.release(c)
+        plan = planner.take_plan(idle)
+        if plan is not None:
+            self.kvlab_pool.count(len(plan.map), len(plan.unmap))
+        self.kvlab_pool.publish(force=changed or plan is not None)
+        return plan
 
     def schedule(self, *args, **kwargs):
-        self.kvlab_planner.tick(time.monotonic())
-        out = super().schedule(*args, **kwargs)
-        idle = not self.has_unfinished_requests()
-        self._kvlab_release(idle)
-        setattr(out, PLAN_ATTR, self.kvlab_planner.take_plan(idle))
-        return out
+        with self._kvlab_lock:
+            self._kvlab_wake_pending = False  # before the control is read: a later change wakes again
+            self.kvlab_planner.tick(time.monotonic())
+            self._kvlab_apply_control()  # a lower limit must bind before this step grows
+            out = super().schedule(*args, **kwargs)
+            setattr(out, PLAN_ATTR, self._kvlab_policy(idle=not self.has_unfinished_requests()))
+            return out
 
     def update_from_output(self, *args, **kwargs):
-        result = super().update_from_output(*args, **kwargs)
-        if not self.has_unfinished_requests():
-            # An in-process engine (LLM, or a single-GPU engine core with the uni executor) stops
-            # stepping once the last request is done, so no later plan would carry the release:
-            # hand it to this process's workers now. Safe: the uni executor runs each step's
-            # execute_model synchronously on this thread, so only the GPU can still be reading a
-            # step (async scheduling) and the worker synchronizes the device before unmapping.
-            local = mapper.local_workers(self.kvlab_settings.engine_id)
-            if local:
-                self.kvlab_planner.tick(time.monotonic())
-                self._kvlab_release(idle=True)
-                plan = self.kvlab_planner.take_plan(idle=True)
-                if plan is not None:
-                    for w in local:
-                        w.apply(plan)
-        return result
+        with self._kvlab_lock:
+            result = super().update_from_output(*args, **kwargs)
+            if not self.has_unfinished_requests():
+                # An in-process engine (LLM, or a single-GPU engine core with the uni executor) stops
+                # stepping once the last request is done, so no later plan would carry the release:
+                # hand it to this process's workers now. Safe: the uni executor runs each step's
+                # execute_model synchronously on this thread, so only the GPU can still be reading a
+                # step (async scheduling) and the worker synchronizes the device before unmapping.
+                local = mapper.local_workers(self.kvlab_settings.engine_id)
+                if local:
+                    plan = self._kvlab_policy(idle=True)
+                    if plan is not None:
+                        for w in local:
+                            w.apply(plan)
+            return result
 
     def kvlab_stats(self) -> dict:
         stats = self.kvlab_planner.stats()
         stats["linked_free_blocks"] = self.kvlab_queue.num_linked_blocks
+        stats["pool_name"] = self.kvlab_pool.name
+        stats["device_cap_chunks"] = self.kvlab_planner.device_cap
         return stats
+
+    def shutdown(self) -> None:
+        try:
+            super().shutdown()
+        finally:
+            self._kvlab_finalizer()
+
+
+# The watcher holds these (weak references to the scheduler), so a scheduler dropped without
+# shutdown() is still collected, and its finalizer stops the watcher and removes the record.
+def _wake(scheduler_ref, waker) -> None:
+    scheduler = scheduler_ref()
+    if scheduler is not None:
+        scheduler._kvlab_wake_pending = True
+        waker()
+
+
+def _release_in_process(scheduler_ref) -> None:
+    scheduler = scheduler_ref()
+    if scheduler is not None:
+        scheduler._kvlab_release_in_process()
+
+
+def _close_pool(watcher: PoolWatcher, pool: PoolRecord) -> None:
+    watcher.stop()
+    pool.close()
 
 
 class ElasticScheduler(ElasticSchedulerMixin, Scheduler):

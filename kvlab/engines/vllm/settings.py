@@ -4,7 +4,8 @@ The switch is ``KVLAB_ELASTIC=1``. The settings are read in the process that bui
 config (``EngineArgs.create_engine_config``) and travel to the scheduler and worker processes inside
 ``vllm_config.additional_config["kvlab"]``, so every process of one engine agrees on them even when
 the environment differs. A per-engine override is ``additional_config={"kvlab": {...}}`` with the
-same keys as ``to_dict()`` (``elastic``, ``page_size``, ``limit``, ``reserve``, ``release_delay``).
+same keys as ``to_dict()`` (``elastic``, ``page_size``, ``limit``, ``reserve``, ``release_delay``,
+``pool_name``, ``min``, ``headroom``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 
-from kvlab.memory.units import MiB, parse_size
+from kvlab import units
+from kvlab.units import MiB, parse_size
 
 CONFIG_KEY = "kvlab"
 _TRUE = {"1", "true", "yes", "on"}
@@ -41,6 +43,9 @@ class ElasticSettings:
     reserve: int = 32 * MiB           # free, mapped KV memory kept as headroom so bursts don't thrash
     release_delay: float = 1.0        # seconds a chunk must stay free (while busy) before it is unmapped
     engine_id: str = ""               # ties one engine's scheduler to its in-process workers
+    pool_name: str = ""               # the pool's registry record; "" = <model>-<pid>-<random>
+    min: int = 0                      # guarantee: other pools' growth leaves this much room for this one
+    headroom: str = ""                # kept free on the device: a size or "N%" of it; "" = 1 GiB GPU, 5% host
 
     def __post_init__(self):
         if self.page_size <= 0 or self.page_size % 4096:
@@ -51,6 +56,19 @@ class ElasticSettings:
             raise ValueError("KVLAB_RESERVE must be >= 0")
         if not (self.release_delay >= 0 and math.isfinite(self.release_delay)):
             raise ValueError("KVLAB_RELEASE_DELAY must be a finite number of seconds >= 0")
+        if self.min < 0:
+            raise ValueError("KVLAB_MIN must be >= 0")
+        if self.limit is not None and self.limit < self.min:
+            raise ValueError(f"KVLAB_LIMIT ({self.limit}) is below KVLAB_MIN ({self.min})")
+        if self.pool_name:
+            from kvlab.registry.store import check_name
+
+            check_name(self.pool_name)
+        if self.headroom:
+            try:
+                units.parse_amount(self.headroom)
+            except units.SizeError as e:
+                raise ValueError(f"KVLAB_HEADROOM={self.headroom!r}: {e}") from None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "ElasticSettings":
@@ -64,6 +82,12 @@ class ElasticSettings:
             kw["reserve"] = parse_size(env["KVLAB_RESERVE"])
         if env.get("KVLAB_RELEASE_DELAY"):
             kw["release_delay"] = float(env["KVLAB_RELEASE_DELAY"])
+        if env.get("KVLAB_POOL_NAME"):
+            kw["pool_name"] = env["KVLAB_POOL_NAME"]
+        if env.get("KVLAB_MIN"):
+            kw["min"] = parse_size(env["KVLAB_MIN"])
+        if env.get("KVLAB_HEADROOM"):
+            kw["headroom"] = env["KVLAB_HEADROOM"].strip()
         return cls(**kw)
 
     def merged(self, overrides: Mapping | None) -> "ElasticSettings":
@@ -76,7 +100,7 @@ class ElasticSettings:
         kw = dict(overrides)
         if "elastic" in kw:
             kw["elastic"] = _flag(kw["elastic"], "elastic")
-        for key in ("page_size", "reserve"):
+        for key in ("page_size", "reserve", "min"):
             if key in kw:
                 kw[key] = parse_size(kw[key])
         if kw.get("limit") is not None:

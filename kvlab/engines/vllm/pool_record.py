@@ -1,0 +1,110 @@
+"""The engine's pool in the shared registry: its record (what `kvlab top/ctl` and the lab read) and its
+control block (the limit and minimum other processes ask for).
+
+One record per engine, published by the scheduler (the process that owns the ChunkPlanner). Fields:
+
+* ``capacity`` = all chunks' bytes; ``mapped`` = chunks the scheduler has planned mapped (the workers map
+  them before the step that uses them); ``used`` = bytes of blocks in use (requests' blocks and vLLM's
+  null block); ``retained`` = bytes of mapped chunks that are entirely free (the reserve, and chunks
+  waiting out ``release_delay``); ``limit`` = the limit enforced now (the asked-for limit in whole chunks,
+  raised to one max-length request when it is lower); ``min`` = the guarantee in force;
+  ``n_maps``/``n_unmaps`` = pages mapped/unmapped so far.
+* Page map: the record's ``page_size`` is the engine's mapping page (KVLAB_PAGE_SIZE). Chunk ``c`` is
+  shown as pages ``[c*P, (c+1)*P)`` with ``P = chunk_bytes / page_size``, in chunk order (a chunk's real
+  pages are spread over the layers' regions): all ``PAGE_UNMAPPED`` when the chunk is unmapped, else its
+  share of used blocks as ``PAGE_USED`` (first) and the rest ``PAGE_MAPPED``.
+
+Published on every map/unmap and at most ``MAX_RATE`` times a second otherwise; the heartbeat and the
+control block are looked after by ``watcher.PoolWatcher``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from kvlab.registry import PAGE_MAPPED, PAGE_USED, Control, Publisher
+from kvlab.registry.publisher import default_name
+
+from .planner import ChunkPlanner
+
+MAX_RATE = 10.0  # publications per second while nothing is mapped or unmapped (readers sample at ~10 Hz)
+
+
+def served_model(vllm_config) -> str:
+    name = getattr(vllm_config.model_config, "served_model_name", None) or vllm_config.model_config.model
+    return str(name[0] if isinstance(name, (list, tuple)) else name)
+
+
+class PoolRecord:
+    def __init__(self, planner: ChunkPlanner, *, model: str, page_size: int, name: str, device: str,
+                 device_uuid: str, limit: int | None, minimum: int, min_period: float = 1 / MAX_RATE):
+        import os
+
+        self.planner = planner
+        self.pages_per_chunk = max(1, planner.chunk_bytes // page_size)
+        self.block_bytes = planner.chunk_bytes // planner.k
+        capacity = planner.num_chunks * planner.chunk_bytes
+        minimum = min(minimum, capacity)
+        self.publisher = Publisher(model, capacity, planner.chunk_bytes // self.pages_per_chunk,
+                                   name=name or default_name(model, os.getpid()), device=device,
+                                   device_uuid=device_uuid, limit=limit, min=minimum,
+                                   max_pages=planner.num_chunks * self.pages_per_chunk)
+        self.name = self.publisher.name
+        self.limit, self.min = limit, minimum
+        self.control_seen = 0     # control revision applied
+        self.n_maps = self.n_unmaps = 0
+        self.min_period = min_period
+        self._last = 0.0
+        self._last_used = -1
+        self.publish(force=True)
+
+    # -- control -----------------------------------------------------------------------------------
+    def pending_control(self) -> Control | None:
+        """The control block, if it changed since the last one applied (cheap: one seqlock read)."""
+        ctl = self.publisher.control()
+        return ctl if ctl.revision != self.control_seen else None
+
+    def applied(self, ctl: Control, limit: int | None, minimum: int) -> None:
+        self.control_seen, self.limit, self.min = ctl.revision, limit, minimum
+
+    # -- state -------------------------------------------------------------------------------------
+    def count(self, mapped_chunks: int, unmapped_chunks: int) -> None:
+        self.n_maps += mapped_chunks * self.pages_per_chunk
+        self.n_unmaps += unmapped_chunks * self.pages_per_chunk
+
+    def pages(self) -> np.ndarray:
+        p, k = self.pages_per_chunk, self.planner.k
+        mapped = np.fromiter(self.planner.mapped, dtype=bool, count=self.planner.num_chunks)
+        free = np.fromiter(self.planner.free, dtype=np.int64, count=self.planner.num_chunks)
+        used = np.where(mapped, np.ceil((k - free) * p / k), 0).astype(np.int64)
+        offset = np.arange(p)[None, :]
+        states = np.where(offset < used[:, None], PAGE_USED, np.where(mapped[:, None], PAGE_MAPPED, 0))
+        return states.astype(np.uint8).ravel()
+
+    def publish(self, force: bool = False) -> None:
+        """Publish now if ``force`` (a map/unmap or a control change), else at most every ``min_period``."""
+        now = time.monotonic()
+        if not force and now - self._last < self.min_period:
+            return
+        planner = self.planner
+        used_blocks = planner.used_blocks()
+        if not force and used_blocks == self._last_used:
+            return
+        self._last, self._last_used = now, used_blocks
+        retained = planner.stats()["fully_free_chunks"] * planner.chunk_bytes
+        self.publisher.update(mapped=planner.n_mapped * planner.chunk_bytes, used=used_blocks * self.block_bytes,
+                              retained=retained, limit=self.limit, min=self.min, n_maps=self.n_maps,
+                              n_unmaps=self.n_unmaps, control_ack=self.control_seen, pages=self.pages())
+
+    def heartbeat(self) -> None:
+        self.publisher.heartbeat()
+
+    def close(self) -> None:
+        self.publisher.close()
+
+
+def min_chunks(minimum: int, chunk_bytes: int) -> int:
+    return math.ceil(minimum / chunk_bytes)

@@ -1,0 +1,93 @@
+"""A thread beside the scheduler: notices limit changes, measures the device's room, keeps the heartbeat.
+
+It never touches the scheduler's state (the engine's own thread owns that). When the pool's control
+block changes it calls ``wake()``, which makes the engine take one step (see scheduler.py: an idle
+multi-process engine is blocked on its input queue, so waking it is the only way a lower limit can take
+effect while no request arrives). Every ``headroom.REFRESH`` seconds it measures the device's free
+memory and the other pools' guarantees and writes the planner's ``device_cap`` (one int).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from kvlab import registry
+
+from . import headroom
+from .planner import ChunkPlanner
+from .pool_record import PoolRecord, min_chunks
+
+logger = logging.getLogger("vllm.kvlab")
+
+POLL = 0.05        # seconds between looks at the control block (a seqlock read: microseconds)
+HEARTBEAT = 1.0    # seconds between heartbeats while nothing else is published
+GUARANTEES = 1.0   # seconds between scans of the registry for the other pools' guarantees
+
+
+class PoolWatcher:
+    def __init__(self, record: PoolRecord, planner: ChunkPlanner, wake: Callable[[], None], *,
+                 probe: Callable[[], tuple[int, int] | None], device: str, device_uuid: str,
+                 headroom_spec: str, is_cuda: bool):
+        self.record, self.planner, self.wake = record, planner, wake
+        self.probe, self.device, self.device_uuid = probe, device, device_uuid
+        self.headroom_spec, self.is_cuda = headroom_spec, is_cuda
+        self.headroom_bytes: int | None = None
+        self.last_room: int | None = None
+        self._woken_for = 0
+        self._others_unmet, self._scanned = 0, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="kvlab-pool-watcher", daemon=True)
+
+    def start(self) -> "PoolWatcher":
+        self.measure()  # a first cap before the first request
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=2)
+
+    def _run(self) -> None:
+        last_measure = last_beat = time.monotonic()
+        while not self._stop.wait(POLL):
+            try:
+                ctl = self.record.pending_control()
+                if ctl is not None and ctl.revision != self._woken_for:
+                    self._woken_for = ctl.revision
+                    self.wake()
+                now = time.monotonic()
+                if now - last_measure >= headroom.REFRESH:
+                    last_measure = now
+                    self.measure()
+                if now - last_beat >= HEARTBEAT:
+                    last_beat = now
+                    self.record.heartbeat()
+            except registry.RecordClosed:
+                return  # the engine shut down under us
+            except Exception:  # a watcher that dies would silently freeze limits: log and carry on
+                logger.exception("kvlab: pool watcher")
+
+    def measure(self) -> None:
+        """Write the planner's device cap from the device's free memory and the other pools' guarantees."""
+        planned = self.planner.n_mapped  # read before measuring: later growth counts against the room
+        got = self.probe()
+        if got is None:
+            self.planner.device_cap = None
+            return
+        free, total = got
+        if self.headroom_bytes is None:
+            self.headroom_bytes = headroom.resolve_headroom(self.headroom_spec, total, self.is_cuda)
+        now = time.monotonic()
+        if now - self._scanned >= GUARANTEES:
+            self._scanned = now
+            self._others_unmet = headroom.unmet_min(registry.list_records(), self.record.name, self.device,
+                                                    self.device_uuid)
+        room = headroom.room(free, self.headroom_bytes, self._others_unmet)
+        self.last_room = room
+        cap = headroom.DeviceRoom(room, planned).cap_chunks(self.planner.chunk_bytes,
+                                                          min_chunks(self.record.min, self.planner.chunk_bytes))
+        self.planner.device_cap = cap

@@ -1,0 +1,102 @@
+"""Limits on a real, idle, multi-process elastic vLLM server (the OpenAI server started by kvlab.lab).
+
+The engine core (scheduler) and the worker are separate processes, and an idle engine core is blocked
+on its input queue. A limit written into the pool's registry record from this (third) process must
+still shrink the pool within a second: the record's mapped bytes AND the kernel's count of resident
+bytes in the worker's KV arena (/proc/PID/smaps). A later burst under that limit completes every request
+without growing past it; removing the limit lets the next burst grow again.
+"""
+
+import json
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+pytest.importorskip("vllm")
+
+from kvlab import limits, registry  # noqa: E402
+from tests.engines.vllm_batch import prompts  # noqa: E402
+from tests.engines.vllm_helpers import PeakResidency, resident_bytes  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+MiB = 1 << 20
+CHUNK = 8 * MiB       # the tiny model's chunk with 2 MiB pages (see tests/engines/vllm_batch.py)
+RESERVE = 64 * MiB    # a large reserve, so that an idle pool keeps a lot mapped for the limit to take
+BURST = [1900] * 24   # ~24 x 1900 tokens x 2 KiB/token: about 90 MiB of KV at once
+
+
+def _post(url, body, timeout=300):
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return json.loads(r.read())
+
+
+def _burst(server, seed):
+    def one(p):
+        body = {"model": server.model, "prompt": p["prompt_token_ids"], "max_tokens": 4, "temperature": 0,
+                "ignore_eos": True}
+        return _post(server.url + "/v1/completions", body)["choices"][0]
+    with ThreadPoolExecutor(len(BURST)) as pool:
+        return list(pool.map(one, prompts(BURST, seed=seed)))
+
+
+def _until(predicate, timeout):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+@pytest.fixture
+def server(tiny_model, root):
+    from kvlab.lab import Server
+
+    env = {"KVLAB_RESERVE": str(RESERVE), "VLLM_SERVER_DEV_MODE": "1", "KVLAB_REGISTRY_DIR": root}
+    with Server(tiny_model, memory="elastic", device="cpu", env=env, progress=False, max_model_len=2048,
+                kv_cache_memory_bytes=1 << 30, max_num_seqs=32, seed=0,
+                distributed_executor_backend="mp") as s:
+        yield s
+
+
+def test_limit_shrinks_an_idle_multiprocess_engine_and_unlimit_lets_it_grow(server, root):
+    rec = registry.read(server.pool_name, root)
+    assert rec.model == server.model and rec.mapped == CHUNK and rec.capacity >= 1000 * MiB
+    assert rec.pid in server.pids()  # published by the engine core, a process of the server's group
+    stats = _post(server.url + "/collective_rpc", {"method": "kvlab_stats"})["results"][0]
+    arena = (stats["pid"], stats["base"], stats["capacity"])
+    assert stats["pid"] != rec.pid  # a worker process maps (executor "mp"); the engine core publishes
+
+    with PeakResidency(*arena) as sampled:
+        _burst(server, seed=1)
+    assert sampled.peak > CHUNK + RESERVE, f"the burst peaked at {sampled.peak >> 20} MiB"
+    # Idle after the burst: chunk 0 plus the reserve stay mapped.
+    assert _until(lambda: registry.read(server.pool_name, root).mapped == CHUNK + RESERVE, 10), \
+        registry.read(server.pool_name, root).as_dict()
+    assert _until(lambda: resident_bytes(*arena) == CHUNK + RESERVE, 10)
+
+    t0 = time.monotonic()
+    limits.set_limit(server.pool_name, "24MiB")
+    assert _until(lambda: resident_bytes(*arena) <= 24 * MiB, 1.0), \
+        f"resident {resident_bytes(*arena) >> 20} MiB 1 s after the limit"
+    shrink_s = time.monotonic() - t0
+    rec = registry.read(server.pool_name, root)
+    assert rec.limit == 24 * MiB and rec.mapped == 24 * MiB and rec.control_ack == rec.control.revision
+    print(f"idle engine shrank {(CHUNK + RESERVE) >> 20} -> 24 MiB resident in {shrink_s * 1000:.0f} ms")
+
+    # A burst that needs ~90 MiB under a 24 MiB limit: every request completes (waiting, preemption).
+    with PeakResidency(*arena) as sampled:
+        out = _burst(server, seed=2)
+    assert len(out) == len(BURST) and all(c["finish_reason"] == "length" for c in out)
+    assert sampled.peak <= 24 * MiB
+
+    limits.unlimit(server.pool_name, wait=2)
+    assert registry.read(server.pool_name, root).limit is None
+    with PeakResidency(*arena) as sampled:
+        _burst(server, seed=3)
+    assert sampled.peak >= 64 * MiB  # free to grow again
+    assert _until(lambda: resident_bytes(*arena) == CHUNK + RESERVE, 10)
