@@ -27,6 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="kvlab-demo", help="folder for the results and reports")
     demo.add_argument("--json", action="store_true", help="print the summaries as JSON")
     demo.add_argument("--quick", action="store_true", help="smaller workloads (about half the time)")
+
+    from kvlab.cli import ctl, top  # light: the registry and rich, no torch
+
+    ctl.add_parser(sub)
+    top.add_parser(sub)
     return p
 
 
@@ -49,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
             from kvlab.cli import bench
 
             return bench.main(args)
+        if args.command in ("ctl", "top"):
+            from kvlab.cli import ctl, top
+
+            return (ctl if args.command == "ctl" else top).main(args)
     except KvlabMemoryError as exc:
         print(f"kvlab: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,228 @@
+"""`kvlab top`: the pools of every device, live in the terminal (rich), or once as JSON for scripts.
+
+    kvlab top [--interval 1.0]          live view until Ctrl-C
+    kvlab top --once [--json]           one sample (rates over a short second sample)
+
+Per device: its memory (NVML on NVIDIA GPUs; MemTotal/MemAvailable for the host) and its pools, each
+with a bar (used, partly used chunks' free blocks, retained free chunks, and the rest up to its limit),
+mapped/limit/min, a compact page map (each cell the busiest state of its pages: used, mapped,
+unmapped) and map/unmap rates in pages per second. Reads only the registry and NVML: it never imports
+torch and never creates a CUDA context, so it is safe next to running engines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+
+from kvlab import limits
+from kvlab.registry import PAGE_MAPPED, PAGE_USED, Record, RegistryError
+from kvlab.units import format_size
+
+PAGE_CHARS = {0: "·", PAGE_MAPPED: "▒", PAGE_USED: "█"}
+
+
+def add_parser(sub) -> None:
+    top = sub.add_parser("top", help="live view of every pool and device (rich), or --once --json")
+    top.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes (default 1)")
+    top.add_argument("--once", action="store_true", help="print one sample and exit")
+    top.add_argument("--json", action="store_true", help="JSON instead of tables (one document per sample)")
+    top.add_argument("--map-width", type=int, default=24, help="cells of the compact page map (default 24)")
+
+
+# ---- devices: NVML and /proc, never torch ---------------------------------------------------------------
+
+class Devices:
+    def __init__(self):
+        self._nv, self._handles = None, []
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            self._nv = pynvml
+            self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+        except Exception:  # no nvidia-ml-py, no driver, or no GPU: the host is still shown
+            self._nv = None
+
+    def sample(self) -> dict[str, dict]:
+        out = {"cpu": _host()}
+        for i, h in enumerate(self._handles):
+            try:
+                mem = self._nv.nvmlDeviceGetMemoryInfo(h)
+                uuid = self._nv.nvmlDeviceGetUUID(h)
+                name = self._nv.nvmlDeviceGetName(h)
+                out[f"cuda:{i}"] = {"total": int(mem.total), "used": int(mem.used), "source": "nvml",
+                                    "uuid": uuid.decode() if isinstance(uuid, bytes) else str(uuid),
+                                    "name": name.decode() if isinstance(name, bytes) else str(name)}
+            except Exception:
+                continue
+        return out
+
+    def close(self) -> None:
+        if self._nv is not None:
+            try:
+                self._nv.nvmlShutdown()
+            except Exception:
+                pass
+
+
+def _host() -> dict:
+    info = {}
+    with open("/proc/meminfo", "rb") as f:
+        for line in f:
+            key, _, rest = line.partition(b":")
+            if key in (b"MemTotal", b"MemAvailable"):
+                info[key.decode()] = int(rest.split()[0]) * 1024
+    total = info.get("MemTotal", 0)
+    return {"total": total, "used": total - info.get("MemAvailable", total), "source": "meminfo", "name": "host"}
+
+
+def _device_of(rec: Record, devices: dict[str, dict]) -> str:
+    if rec.device_uuid:
+        for key, d in devices.items():
+            if d.get("uuid") == rec.device_uuid:
+                return key
+    return rec.device or "cpu"
+
+
+# ---- samples ------------------------------------------------------------------------------------------
+
+class Sampler:
+    """Samples the registry and the devices; map/unmap rates from the previous sample of each pool."""
+
+    def __init__(self):
+        self.devices = Devices()
+        self._prev: dict[str, tuple[float, int, int, int]] = {}
+
+    def sample(self) -> dict:
+        now = time.monotonic()
+        devices = self.devices.sample()
+        pools = []
+        seen = {}
+        for rec in limits.list_pools():
+            d = rec.as_dict()
+            d["device_key"] = _device_of(rec, devices)
+            prev = self._prev.get(rec.name)
+            if prev is not None and prev[3] == rec.start_ticks and now > prev[0]:
+                dt = now - prev[0]
+                d["map_rate"] = (rec.n_maps - prev[1]) / dt
+                d["unmap_rate"] = (rec.n_unmaps - prev[2]) / dt
+            else:
+                d["map_rate"] = d["unmap_rate"] = None
+            seen[rec.name] = (now, rec.n_maps, rec.n_unmaps, rec.start_ticks)
+            pools.append(d)
+        self._prev = seen
+        return {"time": time.time(), "devices": devices, "pools": pools}
+
+    def close(self) -> None:
+        self.devices.close()
+
+
+# ---- rendering ----------------------------------------------------------------------------------------
+
+def page_map(pages: str, width: int) -> str:
+    """The page states (a digit string, one per page) in ``width`` cells, each its pages' busiest state."""
+    if not pages:
+        return ""
+    states = np.frombuffer(pages.encode("ascii"), dtype=np.uint8) - ord("0")
+    cells = min(width, len(states))
+    edges = np.linspace(0, len(states), cells + 1).astype(int)
+    busiest = np.maximum.reduceat(states, edges[:-1])
+    return "".join(PAGE_CHARS.get(int(s), "?") for s in busiest)
+
+
+def bar(pool: dict, width: int = 24) -> str:
+    """used █, free blocks of partly used chunks ▓, retained free chunks ▒, room up to the limit ·."""
+    scale = max(pool["limit"] or 0, pool["mapped"], pool["min"], 1)
+    used = pool["used"]
+    retained = pool["retained"]
+    partial = max(0, pool["mapped"] - used - retained)
+    cells = [round(x * width / scale) for x in (used, partial, retained)]
+    rest = max(0, width - sum(cells)) if pool["limit"] else 0
+    return ("█" * cells[0] + "▓" * cells[1] + "▒" * cells[2] + "·" * rest)[:width]
+
+
+def _rate(r: float | None) -> str:
+    return "-" if r is None else f"{r:.0f}"
+
+
+def render(snapshot: dict, map_width: int = 24):
+    from rich.console import Group
+
+    by_device: dict[str, list[dict]] = {}
+    for p in snapshot["pools"]:
+        by_device.setdefault(p["device_key"], []).append(p)
+    tables = []
+    for key, dev in snapshot["devices"].items():
+        pools = by_device.pop(key, [])
+        if key == "cpu" and not pools and len(snapshot["devices"]) > 1:
+            continue  # on a GPU machine the host matters only when it serves a pool
+        tables.append(_device_table(key, dev, pools, map_width))
+    for key, pools in by_device.items():  # pools on devices this machine cannot see (another host's GPU)
+        tables.append(_device_table(key, None, pools, map_width))
+    if not snapshot["pools"]:
+        tables.append("no live pools (elastic engines publish theirs while they run)")
+    return Group(*tables)
+
+
+def _device_table(key: str, dev: dict | None, pools: list[dict], map_width: int):
+    from rich.table import Table
+
+    if dev is not None:
+        title = (f"{key} ({dev.get('name', '')})  {format_size(dev['used'])} / {format_size(dev['total'])} used"
+                 f"  [{dev['source']}]")
+    else:
+        title = f"{key}  (not visible here)"
+    t = Table(title=title, title_justify="left", expand=False, pad_edge=False, box=None, header_style="bold")
+    for col in ("pool", "model", "pid", "memory", "used", "mapped", "limit", "min", "pages", "map/s", "unmap/s"):
+        t.add_column(col, no_wrap=True, overflow="ellipsis")
+    for p in sorted(pools, key=lambda p: p["name"]):
+        t.add_row(p["name"], p["model"].rstrip("/").rsplit("/", 1)[-1][:20], str(p["pid"]), bar(p, 16),
+                  format_size(p["used"]), format_size(p["mapped"]), format_size(p["limit"]), format_size(p["min"]),
+                  page_map(p["pages"], map_width), _rate(p["map_rate"]), _rate(p["unmap_rate"]))
+    return t
+
+
+# ---- entry --------------------------------------------------------------------------------------------
+
+def main(args: argparse.Namespace) -> int:
+    if not args.interval > 0 or args.map_width < 1:
+        print("kvlab top: --interval and --map-width must be positive", file=sys.stderr)
+        return 2
+    sampler = Sampler()
+    try:
+        if args.once:
+            sampler.sample()
+            time.sleep(min(args.interval, 0.5))  # a second sample, for the rates
+            snap = sampler.sample()
+            if args.json:
+                print(json.dumps(snap, indent=2))
+            else:
+                from rich.console import Console
+
+                console = Console()
+                if not console.is_terminal:  # piped: do not squeeze the table into 80 columns
+                    console = Console(width=160)
+                console.print(render(snap, args.map_width))
+            return 0
+        if args.json:
+            while True:
+                print(json.dumps(sampler.sample()), flush=True)
+                time.sleep(args.interval)
+        from rich.live import Live
+
+        with Live(render(sampler.sample(), args.map_width), auto_refresh=False, screen=False) as live:
+            while True:
+                time.sleep(args.interval)
+                live.update(render(sampler.sample(), args.map_width), refresh=True)
+    except KeyboardInterrupt:
+        return 0
+    except RegistryError as e:
+        print(f"kvlab top: {e}", file=sys.stderr)
+        return 2
+    finally:
+        sampler.close()
