@@ -50,14 +50,18 @@ class Load:
     max_tokens: int
     pause: float
     rounds: int  # rounds of alternating bursts in the multi-model experiment
+    idle_before: float = 3.0  # experiments: seconds of idle measured before the workload
+    idle_after: float = 5.0   # ... and after it (memory coming back down)
 
 
-# KV bytes per token: the tiny model ~2 KiB, Qwen2.5-0.5B ~12 KiB. A CPU burst of 16 x 1024 tokens
-# needs ~40 MiB of KV, well above the engine's 32 MiB reserve, so growth shows; it takes ~2 s on 2 cores.
-CPU_LOAD = Load(n_bursts=3, burst_size=16, prompt_len=1024, max_tokens=32, pause=4.0, rounds=2)
-CPU_QUICK = Load(n_bursts=2, burst_size=16, prompt_len=1024, max_tokens=16, pause=2.0, rounds=1)
+# KV bytes per token: the tiny model ~2 KiB, Qwen2.5-0.5B ~12 KiB. A CPU burst of 16 x 1536 tokens
+# needs ~50 MiB of KV, above the engine's 32 MiB reserve, so every burst grows and shrinks; ~3 s on 2 cores.
+CPU_LOAD = Load(n_bursts=3, burst_size=16, prompt_len=1536, max_tokens=32, pause=4.0, rounds=2)
+CPU_QUICK = Load(n_bursts=2, burst_size=16, prompt_len=1536, max_tokens=16, pause=2.0, rounds=1,
+                 idle_before=2.0, idle_after=3.0)
 GPU_LOAD = Load(n_bursts=4, burst_size=64, prompt_len=2048, max_tokens=128, pause=6.0, rounds=3)
-GPU_QUICK = Load(n_bursts=2, burst_size=32, prompt_len=1024, max_tokens=32, pause=2.0, rounds=1)
+GPU_QUICK = Load(n_bursts=2, burst_size=32, prompt_len=1024, max_tokens=32, pause=2.0, rounds=1,
+                 idle_before=2.0, idle_after=3.0)
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,23 @@ class Setup:
         kw = dict(rounds=self.load.rounds, burst_size=self.load.burst_size, pause=self.load.pause,
                   max_tokens=self.load.max_tokens, prompt_len=self.load.prompt_len)
         return alternating(servers, **{**kw, **overrides})
+
+    def experiment_kw(self, **overrides) -> dict:
+        """Keyword arguments for ``ElasticVsStatic``/``MultiModel``: idle windows and engine arguments."""
+        return {"idle_before": self.load.idle_before, "idle_after": self.load.idle_after, **self.engine_args,
+                **overrides}
+
+    def models(self, n: int) -> list[str]:
+        """``n`` models to serve side by side: distinct synthetic models (seeds 0..n-1) when this setup's
+        model is synthetic, else the chosen model ``n`` times (one server each)."""
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        if self.source != "synthetic":
+            return [self.model] * n
+        from kvlab.models import synthetic
+
+        size = "tiny" if self.device == "cpu" else "qwen2.5-0.5b"
+        return [self.model] + [str(synthetic("qwen2", size, seed=i)) for i in range(1, n)]
 
     def with_load(self, **changes) -> "Setup":
         return replace(self, load=replace(self.load, **changes))
