@@ -27,6 +27,9 @@ $(STAMP): pyproject.toml $(NATIVE)
 $(BROWSER):
 	@test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
 		|| echo "chromium could not be installed: the browser tests will skip"
+	@# tmux: the real terminal that the `kvlab top` test drives.
+	@command -v tmux >/dev/null || (apt-get update -qq && apt-get install -y -qq tmux >/dev/null) \
+		|| echo "tmux could not be installed: the kvlab top terminal test will skip"
 	@touch $@
 
 demo: $(STAMP)
