@@ -30,6 +30,20 @@ def _memory_series(result) -> list[tuple[str, str, str, object]]:
     return out
 
 
+def _kv_series(result) -> list[tuple[str, object]]:
+    """(setup, t/value in MiB) of the pools' mapped bytes, for setups whose engine has a kvlab pool
+    (the second panel of the ElasticVsStatic chart: RSS moves little next to a 1 GiB baseline)."""
+    if result.kind == "MultiModel":
+        return []
+    out = []
+    for setup in result.setups:
+        for srv in setup["servers"]:
+            s = result.series(setup["name"], "kv_mapped", srv["key"])
+            if not s.empty:
+                out.append((setup["name"], s.assign(value=s["value"] / MiB)))
+    return out
+
+
 def _memory_title(result) -> str:
     if result.kind == "MultiModel":
         has_kv = any(not result.series(s["name"], "kv_mapped", v["key"]).empty
@@ -48,10 +62,16 @@ def plotly_figures(result) -> dict:
     from plotly.subplots import make_subplots
 
     stacked = result.kind == "MultiModel"
-    mem = go.Figure()
+    kv = _kv_series(result)
+    rows = 2 if kv else 1
+    mem = make_subplots(rows=rows, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                        subplot_titles=(_memory_title(result), "KV mapped by the kvlab pool (registry)")[:rows])
     for setup, key, label, s in _memory_series(result):
         mem.add_trace(go.Scatter(x=s["t"], y=s["value"], name=label, mode="lines", legendgroup=label,
-                                 stackgroup="models" if stacked else None, line=dict(width=1.5)))
+                                 stackgroup="models" if stacked else None, line=dict(width=1.5)), 1, 1)
+    for setup, s in kv:
+        mem.add_trace(go.Scatter(x=s["t"], y=s["value"], name=f"{setup} KV", mode="lines", legendgroup=setup,
+                                 line=dict(width=1.5, dash="dash")), 2, 1)
     for setup in result.setups:
         for _, ev in _bursts(result, setup["name"]).iterrows():
             mem.add_vline(x=ev["t"], line=dict(dash="dot", width=1, color="gray"))
@@ -59,8 +79,12 @@ def plotly_figures(result) -> dict:
                                showarrow=False, font=dict(size=9), textangle=-90, xanchor="left", yanchor="top")
         if not stacked:
             break  # setups run one after another, each on its own clock: one set of markers is enough
-    mem.update_layout(title=_memory_title(result), xaxis_title="seconds since the setup was ready",
-                      yaxis_title="MiB", template="plotly_white", hovermode="x unified")
+    mem.update_layout(height=350 * rows + 100, template="plotly_white", hovermode="x unified")
+    mem.update_xaxes(title_text="seconds since the setup was ready", row=rows, col=1)
+    for r in range(1, rows + 1):
+        mem.update_yaxes(title_text="MiB", row=r, col=1)
+    if kv:
+        mem.update_yaxes(rangemode="tozero", row=2, col=1)
     lat = make_subplots(rows=1, cols=2, subplot_titles=("time to first token (ms)", "end-to-end latency (ms)"))
     req = result.requests
     ok = req[req["status"] == "ok"] if len(req) else req
@@ -103,8 +127,10 @@ def write_pngs(result, folder: Path) -> list[Path]:
     from matplotlib.figure import Figure
 
     paths = []
-    fig = Figure(figsize=(9, 4.5), dpi=110)
-    ax = fig.subplots()
+    kv = _kv_series(result)
+    fig = Figure(figsize=(9, 7 if kv else 4.5), dpi=110)
+    axs = fig.subplots(2 if kv else 1, 1, sharex=True, squeeze=False)[:, 0]
+    ax = axs[0]
     series = _memory_series(result)
     if result.kind == "MultiModel" and series:
         import numpy as np
@@ -115,13 +141,21 @@ def write_pngs(result, folder: Path) -> list[Path]:
     else:
         for _, _, label, s in series:
             ax.plot(s["t"], s["value"], label=label, linewidth=1.5)
+    for setup, s in kv:
+        axs[1].plot(s["t"], s["value"], label=f"{setup} KV", linestyle="--", linewidth=1.5)
     for setup in result.setups:
         for _, ev in _bursts(result, setup["name"]).iterrows():
-            ax.axvline(ev["t"], color="gray", linestyle=":", linewidth=1)
+            for a in axs:
+                a.axvline(ev["t"], color="gray", linestyle=":", linewidth=1)
         if result.kind != "MultiModel":
             break
-    ax.set(title=_memory_title(result), xlabel="seconds since the setup was ready", ylabel="MiB")
-    ax.legend(loc="upper right", fontsize=8)
+    ax.set(title=_memory_title(result), ylabel="MiB")
+    if kv:
+        axs[1].set(title="KV mapped by the kvlab pool (registry)", ylabel="MiB")
+        axs[1].set_ylim(bottom=0)
+    axs[-1].set_xlabel("seconds since the setup was ready")
+    for a in axs:
+        a.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     paths.append(folder / "memory.png")
     fig.savefig(paths[-1])
