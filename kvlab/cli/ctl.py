@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 
@@ -23,6 +24,7 @@ from kvlab import limits
 from kvlab.registry import Record, RegistryError
 from kvlab.units import format_size
 
+_NEGATIVE_SIZE = re.compile(r"^-(\d+\.?\d*|\.\d+)\s*[A-Za-z%]*$")
 COLUMNS = ("NAME", "MODEL", "PID", "DEVICE", "MAPPED", "USED", "RETAINED", "LIMIT", "MIN", "CAPACITY")
 
 
@@ -34,6 +36,8 @@ def add_parser(sub) -> None:
     for action, what in (("limit", "most bytes the pool may map: 2G, 512MiB, 30%% (of capacity) or none"),
                          ("min", "a guarantee other pools leave room for: 1G or 10%%")):
         p = ctl_sub.add_parser(action, help=f"set the {action} of a pool, or of every pool of a model")
+        # "-1G" must reach kvlab.units (which says why it is wrong), not read as an unknown option.
+        p._negative_number_matcher = _NEGATIVE_SIZE
         p.add_argument("target", metavar="POOL|MODEL")
         p.add_argument("size", metavar="SIZE", help=what)
         p.add_argument("--wait", type=float, default=5.0,
