@@ -178,7 +178,9 @@ def _device_table(key: str, dev: dict | None, pools: list[dict], map_width: int)
     else:
         title = f"{key}  (not visible here)"
     t = Table(title=title, title_justify="left", expand=False, pad_edge=False, box=None, header_style="bold")
-    for col in ("pool", "model", "pid", "memory", "used", "mapped", "limit", "min", "pages", "map/s", "unmap/s"):
+    # In a narrow terminal the other columns give way: a pool's name is what `kvlab ctl` needs.
+    t.add_column("pool", no_wrap=True, min_width=max((len(p["name"]) for p in pools), default=4))
+    for col in ("model", "pid", "memory", "used", "mapped", "limit", "min", "pages", "map/s", "unmap/s"):
         t.add_column(col, no_wrap=True, overflow="ellipsis")
     for p in sorted(pools, key=lambda p: p["name"]):
         t.add_row(p["name"], p["model"].rstrip("/").rsplit("/", 1)[-1][:20], str(p["pid"]), bar(p, 16),
