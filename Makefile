@@ -32,9 +32,10 @@ $(BROWSER):
 		|| echo "tmux could not be installed: the kvlab top terminal test will skip"
 	@touch $@
 
+# Elastic vs static vLLM under bursts, then two models sharing the device; reports in kvlab-demo/.
 demo: $(STAMP)
 	$(BIN)/kvlab doctor
-	$(BIN)/kvlab bench vmm
+	$(BIN)/kvlab demo --out kvlab-demo
 
 # pytest exits 5 when it collects nothing: make treats that as the failure it is.
 test: $(STAMP) $(BROWSER)
