@@ -4,8 +4,6 @@ That is the case ipykernel 7.0 broke (comm messages from threads) and 7.1 fixed;
 whatever ipykernel is installed, so CI covers the version the lockfile picks (6.x or >= 7.1).
 """
 
-import json
-import sys
 import time
 from pathlib import Path
 
@@ -29,27 +27,6 @@ def storm():
 threading.Thread(target=storm, daemon=True).start()
 pm.comm.comm_id
 """
-
-
-@pytest.fixture
-def kernel(tmp_path):
-    from jupyter_client.kernelspec import KernelSpecManager
-    from jupyter_client.manager import KernelManager
-
-    spec = tmp_path / "kernels" / "kvlab-test"
-    spec.mkdir(parents=True)
-    spec.joinpath("kernel.json").write_text(json.dumps(
-        {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-         "display_name": "kvlab test", "language": "python"}))
-    km = KernelManager(kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(tmp_path / "kernels")]),
-                       kernel_name="kvlab-test")
-    km.start_kernel()
-    kc = km.client()
-    kc.start_channels()
-    kc.wait_for_ready(timeout=30)
-    yield kc
-    kc.stop_channels()
-    km.shutdown_kernel(now=True)
 
 
 def test_thread_updates_reach_iopub_coalesced(kernel):
