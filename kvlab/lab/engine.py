@@ -109,12 +109,17 @@ def check_memory(memory: str, device: str) -> None:
         raise UnsupportedSetup("memory='elastic' needs kvlab's vLLM plugin (kvlab.engines.vllm), which this "
                                "kvlab lacks; use memory='static' for stock vLLM")
     if memory == "kvcached":
+        # kvcached is switched on by its environment (ENABLE_KVCACHED=true, KVCACHED_AUTOPATCH=1, as its
+        # own launch scripts do; see MEMORY_ENV); what it needs is checked here, all of it in one message.
+        missing = []
         if importlib.util.find_spec("kvcached") is None:
-            raise UnsupportedSetup("memory='kvcached' needs the kvcached package (pip install kvcached); "
-                                   "use memory='elastic' for kvlab's own elastic KV cache")
+            missing.append("the kvcached package (pip install kvcached)")
         if device == "cpu":
-            raise UnsupportedSetup("memory='kvcached' works on NVIDIA GPUs only; this server runs on the CPU. "
-                                   "Use memory='elastic' (kvlab's host backend) instead")
+            missing.append("an NVIDIA GPU with vLLM's GPU build (kvcached maps CUDA memory; this server runs "
+                           "on the CPU)")
+        if missing:
+            raise UnsupportedSetup(f"memory='kvcached' needs {' and '.join(missing)}. Use memory='elastic' "
+                                   f"for kvlab's own elastic KV cache, which also runs on the CPU")
 
 
 def _looks_like_path(text: str) -> bool:

@@ -1,5 +1,6 @@
 """Server checks that run before any engine starts: bad model paths, taken ports, memory modes, flags."""
 
+import importlib.util
 import socket
 
 import pytest
@@ -7,7 +8,7 @@ import pytest
 pytest.importorskip("vllm")
 
 from kvlab.lab import ModelNotFound, PortInUse, Server, UnsupportedSetup  # noqa: E402
-from kvlab.lab.engine import engine_flags  # noqa: E402
+from kvlab.lab.engine import engine_env, engine_flags  # noqa: E402
 
 
 def test_unknown_model_path_fails_before_starting(tmp_path):
@@ -49,8 +50,24 @@ def test_memory_modes_set_the_engine_environment(tiny_model, monkeypatch):
 
 
 def test_kvcached_needs_gpu_and_package(tiny_model):
-    with pytest.raises(UnsupportedSetup, match="kvcached"):
+    with pytest.raises(UnsupportedSetup, match="kvcached") as e:
         Server(tiny_model, memory="kvcached", start=False)
+    # This machine lacks both: the message names each thing that is missing.
+    assert "NVIDIA GPU" in str(e.value)
+    if importlib.util.find_spec("kvcached") is None:
+        assert "pip install kvcached" in str(e.value)
+    # On a GPU, kvcached's own switches are what turn it on; the other modes never inherit them.
+    env = engine_env("kvcached", "cuda:0", base={"KVLAB_ELASTIC": "1"})
+    assert env["ENABLE_KVCACHED"] == "true" and env["KVCACHED_AUTOPATCH"] == "1" and "KVLAB_ELASTIC" not in env
+    assert "ENABLE_KVCACHED" not in engine_env("static", "cpu", base={"ENABLE_KVCACHED": "true"})
+
+
+def test_pool_name_only_for_elastic(tiny_model):
+    a = Server(tiny_model, memory="elastic", start=False, name="my model")
+    b = Server(tiny_model, memory="elastic", start=False, name="my model")
+    assert a.pool_name.startswith("my-model-") and a.pool_name != b.pool_name
+    assert a.environment()["KVLAB_POOL_NAME"] == a.pool_name
+    assert Server(tiny_model, memory="static", start=False).pool_name is None
     with pytest.raises(ValueError, match="memory must be one of"):
         Server(tiny_model, memory="dynamic", start=False)
 
