@@ -78,6 +78,7 @@ class Dashboard(widgets.VBox):
         self._lut = _page_lut()
         self._names = {s.pool_name: s.name for s in self.servers if getattr(s, "pool_name", None)}
         self._wanted = set(self._names) if target is not None else None
+        self._rank = {name: i for i, name in enumerate(self._names)}
         self._labels: dict[str, str] = {}  # pool -> label on the views, fixed once given
         self._limits: dict[str, int | None] = {}
         self._live: set[str] = set()
@@ -159,6 +160,8 @@ class Dashboard(widgets.VBox):
         usage: dict[str, int] = {}
         # A Telemetry reports every pool in the registry; show those of our servers (all for target=None).
         pools = {n: p for n, p in sample.pools.items() if self._wanted is None or n in self._wanted}
+        # The servers' order, not the registry's (a directory listing): views stay put between runs.
+        pools = dict(sorted(pools.items(), key=lambda kv: (self._rank.get(kv[0], len(self._rank)), kv[0])))
         for name, p in pools.items():
             label = self._label(name, p.model)
             if p.pages is not None:
