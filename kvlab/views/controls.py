@@ -125,6 +125,10 @@ class LimitControl(widgets.HBox):
             parts.append(f"<span class='kvlab-error' style='color:#b91c1c'>{html.escape(error)}</span>")
         self.status.value = " · ".join(parts)
 
+    def freeze(self) -> None:
+        """No more input: nothing reads the registry back any more, so a change would go unconfirmed."""
+        self.slider.disabled = self.text.disabled = True
+
     @property
     def enforced(self) -> int | None:
         """The last limit read back (None = no limit); raises LookupError before the first sample."""

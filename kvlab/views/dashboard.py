@@ -88,6 +88,7 @@ class Dashboard(widgets.VBox):
         self._n_events = 0
         self._header_text = ""
         self._lock = threading.Lock()
+        self._stopped = False
         self.samples = 0
         self.errors = 0
         self.last_error: BaseException | None = None
@@ -133,12 +134,21 @@ class Dashboard(widgets.VBox):
         """An event at now (e.g. "burst 2"), drawn on the timeline with the next sample."""
         self.telemetry.mark(label)
 
-    def close(self) -> None:
+    def stop(self) -> None:
+        """Stop following (and stop the Telemetry this Dashboard made) but keep the last picture on screen."""
         telemetry = getattr(self, "telemetry", None)
         if telemetry is not None:
             telemetry.remove_listener(self._on_sample)
+            with self._lock:  # a sample being shown right now finishes first; none starts after
+                self._stopped = True
             if self._owns_telemetry:
                 telemetry.stop()
+        for control in getattr(self, "controls", {}).values():
+            control.freeze()
+
+    def close(self) -> None:
+        """Stop, and remove the dashboard from the page (its widgets are closed)."""
+        self.stop()
         for w in (*getattr(self, "controls", {}).values(), getattr(self, "pagemap", None),
                   getattr(self, "timeline", None), getattr(self, "latency", None), getattr(self, "header", None)):
             if w is not None:
@@ -149,6 +159,8 @@ class Dashboard(widgets.VBox):
     def _on_sample(self, sample) -> None:
         try:
             with self._lock:  # one sample at a time, even if a second Telemetry feeds this dashboard
+                if self._stopped:
+                    return
                 self._apply(sample)
                 self.samples += 1
         except Exception as e:  # noqa: BLE001 - never raise into the sampler thread other listeners share

@@ -242,3 +242,23 @@ def test_limit_control_errors_are_shown_and_change_nothing(cap, coalescer, dash,
     pub.close()  # the engine is gone: asking now fails in the row, not in the kernel
     control.text.value = "4MiB"
     assert control.error and "PoolNotFound" in control.error
+
+
+def test_stop_keeps_the_last_picture(cap, coalescer, servers, pools):
+    from kvlab.views import Dashboard
+
+    d = Dashboard(servers, interval=0.05, coalescer=coalescer)
+    try:
+        publish(pools[0], 4, 4)
+        wait_for(lambda: "alpha" in d.pagemap.pools and d.pagemap.counts("alpha")["in_use"] == 4, what="pages")
+        d.stop()
+        assert not d.telemetry.running
+        publish(pools[0], 9, 9)
+        time.sleep(0.2)
+        assert d.pagemap.counts("alpha")["in_use"] == 4  # no longer following
+        assert d.pagemap.comm is not None and d.timeline.comm is not None  # still on screen
+        control = d.controls[pools[0].name]
+        assert control.slider.disabled and control.text.disabled
+    finally:
+        d.close()
+    assert d.pagemap.comm is None
