@@ -16,6 +16,7 @@ pytestmark = pytest.mark.slow
 
 from kvlab.lab import EngineDied, Fleet, InvalidEngineArgs, Server, bursty, run_workload  # noqa: E402
 from kvlab.lab.process import group_pids, pid_alive, shm_files  # noqa: E402
+from kvlab.registry import list_records  # noqa: E402
 
 from .conftest import ENGINE_ARGS, wait_gone  # noqa: E402
 
@@ -69,19 +70,22 @@ _CHILD = textwrap.dedent("""
     box = {}
     # Started from a thread that then exits: PR_SET_PDEATHSIG fires on thread exit, which must not
     # stop the engine while this process lives.
-    t = threading.Thread(target=lambda: box.setdefault("s", Server(sys.argv[1], memory="static",
+    t = threading.Thread(target=lambda: box.setdefault("s", Server(sys.argv[1], memory="elastic",
                          progress=False, max_model_len=512, kv_cache_memory_bytes=64 << 20)))
     t.start(); t.join()
     time.sleep(1.0)
     s = box["s"]
     from kvlab.lab.process import shm_files
+    from kvlab.registry import list_records
     shm = sorted(f for f in shm_files(s.pids()) if f.startswith(("/dev/shm/psm_", "/dev/shm/sem.mp-")))
-    print(json.dumps({"pgid": s.pgid, "pid": s.pid, "alive": s.alive, "pids": s.pids(), "shm": shm}), flush=True)
+    pools = [r.name for r in list_records() if r.name == s.pool_name]
+    print(json.dumps({"pgid": s.pgid, "pid": s.pid, "alive": s.alive, "pids": s.pids(), "shm": shm,
+                      "pools": pools}), flush=True)
     time.sleep(600)
 """)
 
 
-def test_parent_killed_with_sigkill_leaves_no_engine(tiny_model):
+def test_parent_killed_with_sigkill_leaves_no_engine_and_no_pool_record(tiny_model):
     child = subprocess.Popen([sys.executable, "-c", _CHILD, str(tiny_model)], stdout=subprocess.PIPE, text=True)
     try:
         line = child.stdout.readline()
@@ -95,6 +99,9 @@ def test_parent_killed_with_sigkill_leaves_no_engine(tiny_model):
         assert left == [], f"engine processes still alive 15 s after the parent was killed: {left}"
         assert not pid_alive(info["pid"])
         assert info["shm"] and not [f for f in info["shm"] if os.path.exists(f)]
+        # The elastic engine's registry record: published while it ran, gone (reaped) once it was killed.
+        assert len(info["pools"]) == 1
+        assert info["pools"][0] not in {r.name for r in list_records()}
         print(f"engine group gone {time.monotonic() - t0:.1f} s after SIGKILL of its parent")
     finally:
         if child.poll() is None:
