@@ -1,5 +1,8 @@
 """kvlab.views: live notebook views (anywidget) of pages, memory over time and latency.
 
+``Dashboard(server | fleet | [servers])`` (also ``server.watch()``, ``fleet.dashboard()``) puts the three
+together with a limit row per elastic pool, fed by one :class:`kvlab.lab.telemetry.Telemetry`.
+
 Every view is fed from any thread and sends at most ~10 updates a second through one background
 thread (see :mod:`kvlab.views.coalescer`). Needs ``anywidget`` (``pip install kvlab[views]``).
 """

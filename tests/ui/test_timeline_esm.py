@@ -64,3 +64,12 @@ def test_cleanup_removes_listeners_and_dom(page, widget_state):
     assert page.evaluate("w.model.listenerCount()") > 0
     page.evaluate("w.cleanup()")
     assert page.evaluate("[w.model.listenerCount(), w.el.childElementCount]") == [0, 0]
+
+
+def test_total_label_redraws(page, widget_state):
+    tl = _timeline()
+    page.evaluate(MOUNT, widget_state(tl))
+    before = page.evaluate("document.querySelector('.kvlab-tl canvas').toDataURL()")
+    tl.total_label = "reserved (pools' capacity)"  # what a Dashboard on the CPU draws
+    page.evaluate("async (s) => { w.model.set('total_label', s.total_label); await t.frames(); }", widget_state(tl))
+    assert page.evaluate("document.querySelector('.kvlab-tl canvas').toDataURL()") != before
