@@ -8,6 +8,9 @@ without growing past it; removing the limit lets the next burst grow again.
 """
 
 import json
+import os
+import subprocess
+import sys
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +28,7 @@ pytestmark = pytest.mark.slow
 MiB = 1 << 20
 CHUNK = 8 * MiB       # the tiny model's chunk with 2 MiB pages (see tests/engines/vllm_batch.py)
 RESERVE = 64 * MiB    # a large reserve, so that an idle pool keeps a lot mapped for the limit to take
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BURST = [1900] * 24   # ~24 x 1900 tokens x 2 KiB/token: about 90 MiB of KV at once
 
 
@@ -43,6 +47,13 @@ def _burst(server, seed):
         return list(pool.map(one, prompts(BURST, seed=seed)))
 
 
+def _kvlab(*args):
+    out = subprocess.run([sys.executable, "-m", "kvlab.cli.main", *args], capture_output=True, text=True, timeout=60,
+                         cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
 def _until(predicate, timeout):
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -56,11 +67,13 @@ def _until(predicate, timeout):
 def server(tiny_model, root):
     from kvlab.lab import Server
 
-    env = {"KVLAB_RESERVE": str(RESERVE), "VLLM_SERVER_DEV_MODE": "1", "KVLAB_REGISTRY_DIR": root}
+    env = {"KVLAB_RESERVE": str(RESERVE), "VLLM_SERVER_DEV_MODE": "1", "KVLAB_REGISTRY_DIR": root,
+           "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
     with Server(tiny_model, memory="elastic", device="cpu", env=env, progress=False, max_model_len=2048,
                 kv_cache_memory_bytes=1 << 30, max_num_seqs=32, seed=0,
                 distributed_executor_backend="mp") as s:
         yield s
+    assert registry.list_records(root) == []  # the engine removed its record when it stopped
 
 
 def test_limit_shrinks_an_idle_multiprocess_engine_and_unlimit_lets_it_grow(server, root):
@@ -79,14 +92,20 @@ def test_limit_shrinks_an_idle_multiprocess_engine_and_unlimit_lets_it_grow(serv
         registry.read(server.pool_name, root).as_dict()
     assert _until(lambda: resident_bytes(*arena) == CHUNK + RESERVE, 10)
 
+    # `kvlab ctl` and `kvlab top` see it, and the limit comes from that third process.
+    listed = json.loads(_kvlab("ctl", "list", "--json"))
+    assert [(p["name"], p["mapped"]) for p in listed] == [(server.pool_name, CHUNK + RESERVE)]
+    top = json.loads(_kvlab("top", "--once", "--json", "--interval", "0.1"))
+    assert [p["name"] for p in top["pools"]] == [server.pool_name]
     t0 = time.monotonic()
-    limits.set_limit(server.pool_name, "24MiB")
+    _kvlab("ctl", "limit", server.pool_name, "24MiB", "--wait", "0")
+    written = time.monotonic()  # the engine's second starts when the request is in its record
     assert _until(lambda: resident_bytes(*arena) <= 24 * MiB, 1.0), \
         f"resident {resident_bytes(*arena) >> 20} MiB 1 s after the limit"
-    shrink_s = time.monotonic() - t0
+    print(f"idle engine shrank {(CHUNK + RESERVE) >> 20} -> 24 MiB resident {(time.monotonic() - written) * 1000:.0f} "
+          f"ms after the limit was written ({(written - t0) * 1000:.0f} ms to run `kvlab ctl`)")
     rec = registry.read(server.pool_name, root)
     assert rec.limit == 24 * MiB and rec.mapped == 24 * MiB and rec.control_ack == rec.control.revision
-    print(f"idle engine shrank {(CHUNK + RESERVE) >> 20} -> 24 MiB resident in {shrink_s * 1000:.0f} ms")
 
     # A burst that needs ~90 MiB under a 24 MiB limit: every request completes (waiting, preemption).
     with PeakResidency(*arena) as sampled:

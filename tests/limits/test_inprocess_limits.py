@@ -1,0 +1,49 @@
+"""Limits on an in-process vLLM engine (LLM): no busy loop to wake, so the pool's watcher thread releases
+directly to the engine's local worker, under the scheduler's lock. The limit comes from `kvlab ctl`,
+another process; the record goes when the engine shuts down."""
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytest.importorskip("vllm")
+
+from kvlab import registry  # noqa: E402
+from tests.engines.vllm_batch import KV_BYTES, MAX_TOKENS, generate, prompts  # noqa: E402
+from tests.engines.vllm_helpers import close_llm, make_llm, resident_bytes, worker_stats  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+MiB = 1 << 20
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_idle_in_process_engine_obeys_a_limit_from_another_process(tiny_model, root):
+    llm = make_llm(tiny_model, KV_BYTES, kvlab={"elastic": True, "reserve": "48MiB", "pool_name": "inproc"})
+    try:
+        rec = registry.read("inproc")
+        assert rec.pid == os.getpid() and rec.mapped == 8 * MiB and rec.device == "cpu"
+        outputs = generate(llm, prompts())
+        assert all(len(o) == MAX_TOKENS for o in outputs)
+        stats = worker_stats(llm)
+        arena = (os.getpid(), stats["base"], stats["capacity"])
+        assert stats["mapped_bytes"] == 56 * MiB == registry.read("inproc").mapped  # chunk 0 + the reserve
+        rec = registry.read("inproc")
+        assert rec.n_maps > 0 and rec.n_unmaps > 0 and rec.retained == 48 * MiB and rec.used < MiB
+
+        t0 = time.monotonic()
+        out = subprocess.run([sys.executable, "-m", "kvlab.cli.main", "ctl", "limit", "inproc", "32MiB"], cwd=REPO,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        while resident_bytes(*arena) > 32 * MiB and time.monotonic() - t0 < 5:
+            time.sleep(0.02)
+        assert resident_bytes(*arena) == worker_stats(llm)["mapped_bytes"] == 32 * MiB
+        print(f"in-process engine: 56 -> 32 MiB in {(time.monotonic() - t0) * 1000:.0f} ms (including the CLI)")
+        rec = registry.read("inproc")
+        assert rec.limit == 32 * MiB and rec.mapped == 32 * MiB and rec.control_ack == rec.control.revision
+    finally:
+        close_llm(llm)
+    assert registry.list_records() == []  # the engine removed its record on shutdown
