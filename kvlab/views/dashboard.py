@@ -71,9 +71,14 @@ class Dashboard(widgets.VBox):
                  total: str | None = "auto", window: int = 600, coalescer=None):
         if total not in TOTALS:
             raise ValueError(f"total={total!r}: use one of {TOTALS}")
-        if not interval > 0:
-            raise ValueError(f"interval must be positive seconds, got {interval}")
         self.servers = servers_of(target)
+        # Made (not started) before any widget: bad arguments leave no comm open behind.
+        self._owns_telemetry = telemetry is None
+        if telemetry is None:
+            from kvlab.lab.telemetry import Telemetry  # lazy: kvlab.views does not need the lab
+
+            telemetry = Telemetry(target, interval=interval, pages=True)
+        self.telemetry = telemetry
         self._total = total
         self._lut = _page_lut()
         self._names = {s.pool_name: s.name for s in self.servers if getattr(s, "pool_name", None)}
@@ -109,12 +114,6 @@ class Dashboard(widgets.VBox):
         super().__init__(children)
         self.add_class("kvlab-dashboard")
 
-        self._owns_telemetry = telemetry is None
-        if telemetry is None:
-            from kvlab.lab.telemetry import Telemetry  # lazy: kvlab.views does not need the lab
-
-            telemetry = Telemetry(target, interval=interval, pages=True)
-        self.telemetry = telemetry
         telemetry.add_listener(self._on_sample)
         if self._owns_telemetry:
             telemetry.start()

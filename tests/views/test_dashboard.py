@@ -172,7 +172,9 @@ def test_a_shared_telemetry_is_left_running(cap, coalescer, servers, pools):
         assert d.samples == n  # its listener is gone
 
 
-def test_bad_arguments(servers):
+def test_bad_arguments_leave_nothing_behind(cap, servers):
+    import threading
+
     from kvlab.views import Dashboard
 
     with pytest.raises(TypeError, match="Server, a Fleet or a list"):
@@ -181,6 +183,8 @@ def test_bad_arguments(servers):
         Dashboard(servers, total="gpu")
     with pytest.raises(ValueError, match="interval"):
         Dashboard(servers, interval=0)
+    assert not [m for m in cap.messages if m.msg_type == "comm_open"], "a widget was created anyway"
+    assert not [t for t in threading.enumerate() if t.name == "kvlab-telemetry"]
 
 
 def test_watch_and_dashboard_methods(cap, coalescer, servers, pools):
