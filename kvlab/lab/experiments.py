@@ -137,12 +137,11 @@ class _Experiment:
                 setup["telemetry_errors"] = list(tel.errors)
 
     def _result(self, parts: dict, meta: dict) -> Result:
-        cat = lambda frames, cols: pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)  # noqa: E731
         meta = {**meta, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         return Result(self.kind, meta, [dict(s) for s in parts["setups"]],
-                      cat(parts["timeline"], ["setup", "t", "metric", "key", "value"]),
-                      cat(parts["events"], ["setup", "t", "label"]),
-                      cat([p for p in parts["requests"] if len(p)], ["setup", "url", "status"]))
+                      _concat(parts["timeline"], ["setup", "t", "metric", "key", "value"]),
+                      _concat(parts["events"], ["setup", "t", "label"]),
+                      _concat([p for p in parts["requests"] if len(p)], ["setup", "url", "status"]))
 
 
 class ElasticVsStatic(_Experiment):
@@ -185,6 +184,10 @@ class MultiModel(_Experiment):
     def _setups(self):
         return [(self.memory, [Server(m, memory=self.memory, start=False, progress=self.progress, name=n,
                                       **self.server_kw) for m, n in zip(self.models, self.names)])]
+
+
+def _concat(frames: list, columns: list[str]) -> pd.DataFrame:
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
 
 def _records_frame(records, setup: str) -> pd.DataFrame:

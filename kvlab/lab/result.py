@@ -10,6 +10,8 @@ Memory columns (MiB) and where they come from (also in ``summary().attrs["source
   memory of its processes; on the CPU, the resident set (RSS) of its process tree. ``idle`` is the
   median before the first burst, ``peak`` the maximum from the first burst to the workload's end,
   ``after`` the last sample (after the settle time), ``flex = peak - idle``.
+  Where no per-process figure exists (NVML inside a container may list only the host's pids) the
+  device's used memory stands in, and the ``memory source`` column says so.
 * ``KV idle``/``KV peak``/``KV after``: bytes the server's kvlab pools had mapped (the registry);
   empty for engines without a kvlab pool (static, kvcached).
 """
@@ -34,6 +36,8 @@ SOURCES = {
     "cpu": "RSS of the engine's process tree (/proc/PID/statm)",
     "gpu": "NVML per-process GPU memory of the engine's processes",
     "kv": "bytes mapped by the engine's kvlab pools (kvlab registry)",
+    "device": "the device's used memory (no per-process figure for the engine, e.g. NVML in a container; "
+              "setups run one at a time)",
 }
 
 
@@ -98,12 +102,22 @@ class Result:
         peak = float(during["value"].max()) if len(during) else math.nan
         return {"idle": idle, "peak": peak, "after": float(s["value"].iloc[-1])}
 
+    def _device_key(self, setup: dict) -> str | None:
+        tl = self.timeline
+        keys = sorted(set(tl[(tl["setup"] == setup["name"]) & (tl["metric"] == "dev_used")]["key"]))
+        want = str(setup.get("device", ""))
+        return want if want in keys else (keys[0] if keys else None)
+
     def summary(self) -> pd.DataFrame:
         """One row per setup and server: memory (MiB) and latency (ms), throughput, errors."""
         rows = []
         for setup in self.setups:
             for srv in setup["servers"]:
-                mem = self._levels(setup["name"], "mem", srv["key"])
+                mem, source = self._levels(setup["name"], "mem", srv["key"]), None
+                if math.isnan(mem["idle"]):  # no per-process figure (NVML without our pids): the device's
+                    dev = self._device_key(setup)
+                    if dev is not None:
+                        mem, source = self._levels(setup["name"], "dev_used", dev), SOURCES["device"]
                 kv = self._levels(setup["name"], "kv_mapped", srv["key"])
                 req = self.requests
                 req = req[(req["setup"] == setup["name"]) & (req["url"] == srv["url"])] if len(req) else req
@@ -121,7 +135,8 @@ class Result:
                 row["req/s"] = len(ok) / span if span and span > 0 else math.nan
                 row["requests"] = int(len(req))
                 row["errors"] = int((req["status"] != "ok").sum()) if len(req) else 0
-                row["memory source"] = SOURCES["gpu" if str(setup.get("device", "cpu")).startswith("cuda") else "cpu"]
+                row["memory source"] = source or SOURCES["gpu" if str(setup.get("device", "cpu")).startswith("cuda")
+                                                         else "cpu"]
                 rows.append(row)
         df = pd.DataFrame(rows)
         df.attrs["sources"] = {"idle/peak/flex/after MiB": "see the 'memory source' column",

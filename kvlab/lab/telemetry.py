@@ -258,8 +258,11 @@ class Telemetry:
                 if any(p not in devices["cpu"].per_process for p in pids):
                     self._pids.pop(i, None)
         for key, pids in zip(self.keys, server_pids):
-            if pids:  # NVML per process on a GPU, RSS on the CPU: whichever device lists them
-                row[f"mem:{key}"] = sum(d.per_process.get(p, 0) for d in devices.values() for p in pids)
+            # NVML per process on a GPU, RSS on the CPU. No column when none of the server's pids is
+            # listed (NVML in a container may only know the host's pids): absent, not a false 0.
+            found = [d.per_process[p] for d in devices.values() for p in pids if p in d.per_process]
+            if found:
+                row[f"mem:{key}"] = sum(found)
         pools = {}
         owner = self._owners(records, server_pids)
         for rec in records:

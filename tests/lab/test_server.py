@@ -51,6 +51,28 @@ def test_bursty_workload_records(server):
     assert min(r.start for r in second) >= first_end + 0.3 - 0.02  # the pause follows the burst
 
 
+def test_telemetry_of_a_real_server(server):
+    from kvlab.lab import Telemetry
+    from kvlab.lab.probes import rss
+
+    with Telemetry(server, interval=0.1, metrics_interval=0.5) as tel:
+        time.sleep(0.6)
+        run_workload(bursty(2, 4, pause=0.5, max_tokens=200, prompt_len=24), server, telemetry=tel)
+        time.sleep(1.2)
+    df = tel.table()
+    key = server.name
+    # The server's memory is the resident set of its whole process group, read from /proc.
+    expected = sum(b for b in map(rss, group_pids(server.pgid)) if b)
+    assert abs(df[f"mem:{key}"].iloc[-1] - expected) < 0.1 * expected
+    assert df["dev_used:cpu"].gt(0).all() and df["dev_total:cpu"].gt(df["dev_used:cpu"]).all()
+    assert [label for _, label in tel.events] == ["burst 0", "burst 1"]
+    assert tel.events[1][0] - tel.events[0][0] >= 0.5  # marked at each burst's first request, after the pause
+    # /metrics, polled at most every 0.5 s on its own thread: requests were seen running, then none.
+    assert df[f"running:{key}"].max() >= 1 and df[f"running:{key}"].iloc[-1] == 0
+    assert df[f"kv_usage:{key}"].max() > 0 and df[f"waiting:{key}"].notna().any()
+    assert not tel.errors and tel.cpu_seconds < 0.05 * df["t"].iloc[-1]
+
+
 def test_text_prompts_and_trace_replay(server, tmp_path):
     p = tmp_path / "t.csv"
     p.write_text("arrival,prompt,prompt_len,output_len\n0,hello world,,3\n0.2,,7,5\n")
