@@ -52,15 +52,18 @@ class LimitControl(widgets.HBox):
         self._pushed: int | None = None  # slider value set by readback, not by a person
         self.slider = widgets.IntSlider(value=0, min=0, max=1, step=1, description=label, continuous_update=False,
                                         readout=True, disabled=True, style={"description_width": "initial"},
-                                        layout=widgets.Layout(width="360px"))
+                                        layout=widgets.Layout(width="360px", flex="0 0 auto"))
         self.text = widgets.Text(placeholder="2G, 512MiB, 30%, none", continuous_update=False,
-                                 layout=widgets.Layout(width="170px"))
+                                 layout=widgets.Layout(width="170px", flex="0 0 auto"))
         self.text.add_class("kvlab-limit-text")
-        self.status = widgets.HTML("<i>waiting for the pool's first sample</i>")
+        # The status takes what is left of the row and wraps inside it: a long error never squeezes the inputs.
+        self.status = widgets.HTML("<i>waiting for the pool's first sample</i>",
+                                   layout=widgets.Layout(flex="1 1 auto", min_width="160px"))
         self.status.add_class("kvlab-limit-status")
         self.slider.observe(self._on_slider, "value")
         self.text.observe(self._on_text, "value")
-        super().__init__([self.slider, widgets.Label("MiB"), self.text, self.status])
+        super().__init__([self.slider, widgets.Label("MiB", layout=widgets.Layout(flex="0 0 auto")), self.text,
+                          self.status])
         self.add_class("kvlab-limit")
 
     # ---- a person's input (kernel main thread) -------------------------------------------------
