@@ -1,0 +1,97 @@
+"""The tutorial notebooks: committed clean, and each runs top to bottom in a real kernel (KVLAB_QUICK=1).
+
+Execution uses nbclient with a real ipykernel, as nbmake does; a cell that raises fails the test with
+the cell's traceback. Each kernel gets a marker in its environment, so after the run we can check that
+nothing it started (engines, their helpers) is still alive — without mistaking another test's or
+another user's processes on the same machine for ours.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+
+ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOKS = ROOT / "notebooks"
+EXPECTED = ["01_quickstart", "02_bursty_elastic_vs_static", "03_multi_model_sharing", "04_limits_and_budgets",
+            "05_under_the_hood"]
+# tests/engines puts in-process vLLM defaults into os.environ; kernels (and their servers) must not inherit them.
+_ENGINE_TEST_DEFAULTS = ("VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_LOGGING_LEVEL")
+CELL_TIMEOUT = 600
+
+
+def _path(name: str) -> Path:
+    return NOTEBOOKS / f"{name}.ipynb"
+
+
+def test_the_five_notebooks_are_there():
+    assert sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")) == EXPECTED
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_committed_without_outputs(name):
+    nb = nbformat.read(_path(name), as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code, f"{name} has no code cells"
+    for i, cell in enumerate(code):
+        assert cell.outputs == [], f"{name}: code cell {i} was committed with outputs"
+        assert cell.execution_count is None, f"{name}: code cell {i} has execution_count {cell.execution_count}"
+    # The first cell installs kvlab on Colab from a placeholder URL, never a made-up real one.
+    assert "KVLAB_GIT_URL" in code[0].source and "pip" in code[0].source
+    assert nb.cells[1].cell_type == "markdown" and nb.cells[1].source.startswith("# ")
+    assert "Summary" in nb.cells[-1].source, f"{name} should end with a short summary"
+
+
+def _processes_with(marker: str) -> list[int]:
+    """PIDs whose environment holds ``marker`` (what the kernel started, and their children)."""
+    needle = marker.encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if needle in (entry / "environ").read_bytes():
+                found.append(int(entry.name))
+        except OSError:  # gone, or not ours to read
+            continue
+    return found
+
+
+def _errors(nb) -> list[str]:
+    out = []
+    for cell in nb.cells:
+        for o in cell.get("outputs", []):
+            if o.get("output_type") == "stream" and o.get("name") == "stderr" and "Traceback" in o.get("text", ""):
+                out.append(o["text"][-2000:])  # a background thread's traceback: printed, not raised
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", EXPECTED)
+def test_notebook_runs_top_to_bottom(name, tmp_path, monkeypatch):
+    from nbclient import NotebookClient
+
+    for var in _ENGINE_TEST_DEFAULTS:
+        monkeypatch.delenv(var, raising=False)
+    marker = f"kvlab-nbtest-{uuid.uuid4().hex}"
+    monkeypatch.setenv("KVLAB_QUICK", "1")
+    monkeypatch.setenv("KVLAB_NBTEST_MARKER", marker)
+    nb = nbformat.read(_path(name), as_version=4)
+    client = NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}})  # results land in tmp_path
+    t0 = time.monotonic()
+    client.execute()  # raises CellExecutionError with the failing cell's traceback
+    elapsed = time.monotonic() - t0
+    print(f"{name}: {elapsed:.1f} s")
+    assert not _errors(nb), f"{name} printed tracebacks:\n" + "\n".join(_errors(nb))
+    deadline = time.monotonic() + 30
+    while _processes_with(marker) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _processes_with(marker), f"{name} left processes running: {_processes_with(marker)}"
