@@ -86,21 +86,30 @@ def plotly_figures(result) -> dict:
     if kv:
         mem.update_yaxes(rangemode="tozero", row=2, col=1)
     lat = make_subplots(rows=1, cols=2, subplot_titles=("time to first token (ms)", "end-to-end latency (ms)"))
-    req = result.requests
-    ok = req[req["status"] == "ok"] if len(req) else req
-    names = _server_names(result)
-    for (setup, url), group in (ok.groupby(["setup", "url"]) if len(ok) else []):
-        name = names.get((setup, url), f"{setup} {url}")
-        lat.add_trace(go.Box(y=group["ttft"] * 1000, name=name, legendgroup=name, boxpoints="outliers"), 1, 1)
+    palette = ("#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3")
+    for i, (name, group) in enumerate(_latency_groups(result)):
+        color = palette[i % len(palette)]  # one colour per server in both panels
+        lat.add_trace(go.Box(y=group["ttft"] * 1000, name=name, legendgroup=name, boxpoints="outliers",
+                             marker_color=color), 1, 1)
         lat.add_trace(go.Box(y=group["e2e"] * 1000, name=name, legendgroup=name, showlegend=False,
-                             boxpoints="outliers"), 1, 2)
+                             boxpoints="outliers", marker_color=color), 1, 2)
     lat.update_layout(title="latency per request", template="plotly_white")
     return {"memory": mem, "latency": lat}
 
 
-def _server_names(result) -> dict:
-    return {(s["name"], v["url"]): (v["key"] if result.kind == "MultiModel" else s["name"])
-            for s in result.setups for v in s["servers"]}
+def _latency_groups(result) -> list[tuple[str, object]]:
+    """(label, successful requests) per server, in setup and server order (the memory chart's order)."""
+    req = result.requests
+    if not len(req):
+        return []
+    ok = req[req["status"] == "ok"]
+    out = []
+    for s in result.setups:
+        for v in s["servers"]:
+            group = ok[(ok["setup"] == s["name"]) & (ok["url"] == v["url"])]
+            if len(group):
+                out.append((v["key"] if result.kind == "MultiModel" else s["name"], group))
+    return out
 
 
 def write_html(result, path: Path) -> None:
@@ -113,11 +122,13 @@ def write_html(result, path: Path) -> None:
     errors = "".join(f"<p class=err><b>{html.escape(s['name'])} failed:</b> {html.escape(str(s['error']))}</p>"
                      for s in result.setups if s.get("error"))
     meta = html.escape(json.dumps(result.meta, indent=2, default=str))
+    sources = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>"
+                      for k, v in result.summary().attrs.get("sources", {}).items())
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>kvlab {result.kind}</title>
 <style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse;font-size:12px}}
 td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}} .err{{color:#b00}} pre{{font-size:11px}}</style>
 </head><body><h1>kvlab {html.escape(result.kind)}</h1>{errors}<h2>Summary</h2>{summary}
-<p>Memory sources: {html.escape(json.dumps(result.summary().attrs.get("sources", {})))}</p>
+<ul>{sources}</ul>
 {''.join(parts)}<h2>Setup</h2><pre>{meta}</pre></body></html>"""
     path.write_text(page)
 
@@ -162,11 +173,8 @@ def write_pngs(result, folder: Path) -> list[Path]:
 
     fig = Figure(figsize=(9, 4), dpi=110)
     axes = fig.subplots(1, 2)
-    req = result.requests
-    ok = req[req["status"] == "ok"] if len(req) else req
-    names = _server_names(result)
-    groups = list(ok.groupby(["setup", "url"])) if len(ok) else []
-    labels = [names.get(k, str(k)) for k, _ in groups]
+    groups = _latency_groups(result)
+    labels = [label for label, _ in groups]
     for ax, col, title in ((axes[0], "ttft", "time to first token (ms)"), (axes[1], "e2e", "end-to-end (ms)")):
         if groups:
             ax.boxplot([g[col].to_numpy() * 1000 for _, g in groups])
