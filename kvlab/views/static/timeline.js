@@ -100,11 +100,16 @@ function draw(canvas, legend, model) {
     ctx.fillText(model.get("total_label") || "device total", PAD.l + 4, y(rows[rows.length - 1][1]) + 12);
   }
   ctx.setLineDash([5, 4]); ctx.lineWidth = 1;
+  const labelled = []; // y of the limit labels drawn so far: equal limits must not print on one another
   for (const [name, v] of Object.entries(limits)) {
     const k = cols.indexOf(name);
     ctx.strokeStyle = ctx.fillStyle = k >= 0 ? PALETTE[k % PALETTE.length] : ink;
     segment(ctx, PAD.l, y(v), W - PAD.r, y(v));
-    ctx.fillText(`${name} limit`, W - PAD.r - 90, y(v) - 3);
+    let ly = y(v) - 3;
+    while (labelled.some((u) => Math.abs(u - ly) < 11)) ly -= 11;
+    labelled.push(ly);
+    const text = `${name} limit`;
+    ctx.fillText(text, W - PAD.r - ctx.measureText(text).width - 2, ly);
   }
   ctx.strokeStyle = ctx.fillStyle = ink;
   for (const [t, label] of marks) {
