@@ -47,3 +47,18 @@ def test_idle_in_process_engine_obeys_a_limit_from_another_process(tiny_model, r
     finally:
         close_llm(llm)
     assert registry.list_records() == []  # the engine removed its record on shutdown
+
+
+def test_no_room_on_the_device_means_waiting_not_a_crash(tiny_model, root):
+    # A headroom of the whole device leaves no room at all: the pool may only use its own guarantee
+    # (32 MiB, one longest request). The batch needs ~64 MiB: requests wait or are preempted, all complete.
+    llm = make_llm(tiny_model, KV_BYTES, kvlab={"elastic": True, "reserve": 0, "pool_name": "full",
+                                                "headroom": "100%", "min": "32MiB"})
+    try:
+        outputs = generate(llm, prompts())
+        stats = worker_stats(llm)
+        rec = registry.read("full")
+    finally:
+        close_llm(llm)
+    assert all(len(o) == MAX_TOKENS for o in outputs)
+    assert stats["peak_mapped_bytes"] == 32 * MiB and rec.min == 32 * MiB
