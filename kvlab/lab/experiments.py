@@ -153,6 +153,8 @@ class ElasticVsStatic(_Experiment):
         super().__init__(workload, **kw)
         if isinstance(memories, str) or not memories:
             raise ValueError(f"memories must be a non-empty list of memory modes, got {memories!r}")
+        if len(set(memories)) != len(memories):
+            raise ValueError(f"memories must not repeat a mode (each names one setup), got {memories!r}")
         self.model, self.memories = model, tuple(memories)
 
     def _config(self) -> dict:

@@ -129,7 +129,8 @@ class Telemetry:
         if self._threads:
             return self
         self._stop.clear()
-        self._t0 = time.monotonic()
+        if not self._rows:  # a restart continues the same clock, so the table's t stays increasing
+            self._t0 = time.monotonic()
         self._nvml = probes.Nvml.open()
         self._pools = probes.PoolReader(self.registry_root)
         self._threads = [threading.Thread(target=self._run, name="kvlab-telemetry", daemon=True)]
