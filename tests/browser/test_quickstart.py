@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from .helpers import JS_CELLS, JS_KERNEL, notebook, open_and_run_all
+
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "notebooks" / "01_quickstart.ipynb"
 RUN_TIMEOUT = float(os.environ.get("KVLAB_BROWSER_TIMEOUT", 420))
@@ -21,19 +23,6 @@ RUN_TIMEOUT = float(os.environ.get("KVLAB_BROWSER_TIMEOUT", 420))
 # The notebook's own quick mode (a tiny model, a short workload); see notebooks/README or its first cells.
 QUICK_ENV = {"KVLAB_QUICK": "1"}
 
-# Evaluated in the page: the notebook panel through the app object (expose_app_in_browser).
-JS_KERNEL = """() => {
-  const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
-  const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
-  return k ? {status: k.status, connection: k.connectionStatus} : null;
-}"""
-JS_CELLS = """() => {
-  const w = window.jupyterapp.shell.currentWidget;
-  return w.content.widgets.filter((c) => c.model.type === "code").map((c) => ({
-    count: c.model.executionCount,
-    errors: c.model.outputs.toJSON().filter((o) => o.output_type === "error").map((o) => `${o.ename}: ${o.evalue}`),
-  }));
-}"""
 # Pixels of each view's canvas: size, distinct colours, a hash, and for the page map the cells
 # painted as mapped or in use (the PageMap's palette).
 JS_CANVASES = """() => {
@@ -71,21 +60,7 @@ def quickstart_notebook() -> dict:
         "sum(r.ok for r in records), len(records)",
         "import time; time.sleep(3)  # the engine gives its pages back once idle\ndash.close(); server.stop()",
     ]
-    return {"nbformat": 4, "nbformat_minor": 5, "metadata": {"kernelspec": {
-        "name": "python3", "display_name": "Python 3", "language": "python"}},
-        "cells": [{"cell_type": "code", "metadata": {}, "source": c, "outputs": [], "execution_count": None,
-                   "id": f"c{i}"} for i, c in enumerate(cells)]}
-
-
-def wait(page, js, cond, timeout, what):
-    deadline = time.monotonic() + timeout
-    value = None
-    while time.monotonic() < deadline:
-        value = page.evaluate(js)
-        if cond(value):
-            return value
-        page.wait_for_timeout(250)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {value}")
+    return notebook(cells)
 
 
 @pytest.mark.slow
@@ -98,11 +73,7 @@ def test_quickstart_runs_and_the_dashboard_moves(lab, browser, artifacts, monkey
     page_errors: list[str] = []
     page.on("pageerror", lambda e: page_errors.append(str(e)))
     try:
-        page.goto(lab.url("01_quickstart.ipynb"))
-        wait(page, JS_KERNEL, lambda k: k and k["connection"] == "connected" and k["status"] == "idle", 90,
-             "the notebook's kernel")
-        page.get_by_role("menuitem", name="Run", exact=True).click()
-        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+        open_and_run_all(page, lab, "01_quickstart.ipynb")
 
         polls, busiest, t_end = [], None, time.monotonic() + RUN_TIMEOUT
         while time.monotonic() < t_end:
