@@ -9,7 +9,11 @@ import time
 
 import pytest
 
-from tests.cli.test_ctl import REPO, kvlab, owners, root  # noqa: F401  (fixtures)
+from tests.cli import test_ctl
+from tests.cli.test_ctl import REPO, kvlab
+
+# The same fixtures as test_ctl: a private registry and two pool owners, each its own process.
+root, owners = test_ctl.root, test_ctl.owners
 
 MiB = 1 << 20
 
