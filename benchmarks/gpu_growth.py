@@ -1,0 +1,228 @@
+"""Issue 7, benchmark 1: how fast a KV pool grows and shrinks, kvlab vs kvcached vs the driver floor.
+
+    python benchmarks/gpu_growth.py [--out benchmarks/results/gpu_growth_h100.json] [--total 8G] [--step 256M]
+
+For each KV geometry (Qwen2.5-0.5B and Llama-3.1-8B shapes, bf16, 16-token blocks) the pool grows from
+empty to ``--total`` bytes of KV (all layers, K and V) in steps of ``--step`` (one step = the blocks a
+burst of requests asks for), then shrinks back to empty, through each system's public allocation path:
+
+* kvlab: ``kvlab.memory.Arena`` on cuda, one region per layer like vLLM 0.24's per-layer KV tensors; a
+  step maps the next pages of every layer with one ``Arena.map`` call (what the engine's worker does for
+  a chunk plan); shrink unmaps in the same steps and trims the page pool (the physical memory goes back
+  to the device, as the engine does). Grown with an empty page pool (every page is created), the
+  realistic case after an idle engine gave its memory back.
+* kvcached (the PyPI release, built against the local torch): ``alloc_kv_cache`` + ``KVCacheManager``;
+  a step is ``manager.alloc(blocks)``; shrink is ``manager.free`` of the same blocks, then ``trim()``.
+  Its defaults (2 MiB pages, page pre-allocation thread, contiguous layout on CUDA) are kept.
+* floor: the native driver loop (cuMemCreate excluded: a pre-created handle) at batch 64, no bookkeeping.
+
+Each system runs in its own process (clean CUDA state). GiB/s = KV bytes mapped (or unmapped) / wall time.
+Repeated ``--repeats`` times; median, min and max are saved with the hardware and versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+GEOMETRIES = {  # layers, KV heads, head dim (bf16, 16-token blocks)
+    "qwen2.5-0.5b": (24, 2, 64),
+    "llama-3.1-8b": (32, 8, 128),
+}
+BLOCK_TOKENS = 16
+DTYPE_BYTES = 2
+
+
+def block_bytes_per_layer(geometry: str) -> int:
+    """K and V of one 16-token block in one layer."""
+    _, heads, dim = GEOMETRIES[geometry]
+    return 2 * BLOCK_TOKENS * heads * dim * DTYPE_BYTES
+
+
+def _cuda_sync() -> None:
+    import torch
+
+    torch.cuda.synchronize()
+
+
+def run_kvlab(geometry: str, total: int, step: int, repeats: int, page_size: int) -> dict:
+    import numpy as np
+
+    from kvlab.memory import Arena
+
+    layers = GEOMETRIES[geometry][0]
+    per_layer_step = step // layers
+    region = total // layers
+    n_steps = total // step
+    region = -(-region // page_size) * page_size
+    pages_per_step = -(-per_layer_step // page_size)
+    arena = Arena(region * layers, device="cuda:0", page_size=page_size)
+    pages_per_region = region // page_size
+    grow, shrink = [], []
+    try:
+        for _ in range(repeats):
+            steps = []
+            for s in range(n_steps):
+                first = s * pages_per_step
+                idx = np.arange(first, min(first + pages_per_step, pages_per_region))
+                steps.append(np.concatenate([idx + layer * pages_per_region for layer in range(layers)]))
+            arena.pool.trim(0)
+            t0 = time.perf_counter()
+            for pages in steps:
+                arena.map(pages)
+            t1 = time.perf_counter()
+            mapped = arena.mapped_bytes
+            for pages in reversed(steps):
+                arena.unmap(pages)
+                arena.pool.trim(0)
+            t2 = time.perf_counter()
+            grow.append(mapped / (t1 - t0) / 2**30)
+            shrink.append(mapped / (t2 - t1) / 2**30)
+    finally:
+        arena.close()
+    return {"system": "kvlab", "page_size": page_size, "bytes": mapped, "steps": n_steps,
+            "grow_gib_s": grow, "shrink_gib_s": shrink}
+
+
+def run_kvcached(geometry: str, total: int, step: int, repeats: int) -> dict:
+    os.environ.setdefault("KVCACHED_LOG_LEVEL", "WARNING")
+    import torch
+    from kvcached.integration.vllm.interfaces import alloc_kv_cache, init_kvcached, shutdown_kvcached
+    from kvcached.kv_cache_manager import KVCacheManager
+    from kvcached.utils import CONTIGUOUS_LAYOUT, PAGE_PREALLOC_ENABLED, PAGE_SIZE
+    from kvcached.vmm_ops import kv_tensors_created
+
+    layers, heads, dim = GEOMETRIES[geometry]
+    per_block = block_bytes_per_layer(geometry) * layers  # all layers, K and V
+    # Capacity with slack: a pool that is exactly full makes kvcached's own headroom checks refuse.
+    num_blocks = 2 * total // per_block
+    torch.cuda.set_device(0)
+    init_kvcached(tp_rank=0, world_size=1, is_worker=True, async_sched=False)
+    alloc_kv_cache(kvcache_shape=(2, num_blocks, BLOCK_TOKENS, heads, dim), block_size=BLOCK_TOKENS,
+                   dtype=torch.bfloat16, device="cuda:0", num_layers=layers)
+    deadline = time.time() + 30
+    while not kv_tensors_created():
+        if time.time() > deadline:
+            raise RuntimeError("kvcached did not create its KV tensors within 30 s")
+        time.sleep(0.05)
+    mgr = KVCacheManager(num_blocks=num_blocks, block_size=BLOCK_TOKENS, cell_size=heads * dim * DTYPE_BYTES,
+                         num_layers=layers, world_size=1)
+    blocks_per_step = step // per_block
+    n_steps = total // step
+    grow, shrink = [], []
+    try:
+        mgr.free(mgr.alloc(1))  # waits for kvcached's background initialisation, outside the timing
+        for _ in range(repeats):
+            mgr.trim()
+            base = mgr.get_mapped_memory_size()
+            held = []
+            t0 = time.perf_counter()
+            for _s in range(n_steps):
+                got = mgr.alloc(blocks_per_step)
+                if got is None:
+                    raise RuntimeError(f"kvcached refused to allocate {blocks_per_step} blocks")
+                held.append(got)
+            t1 = time.perf_counter()
+            mapped = mgr.get_mapped_memory_size() - base
+            for got in reversed(held):
+                mgr.free(got)
+            mgr.trim()
+            t2 = time.perf_counter()
+            grow.append(mapped / (t1 - t0) / 2**30)
+            shrink.append(mapped / (t2 - t1) / 2**30)
+    finally:
+        shutdown_kvcached()
+    return {"system": "kvcached", "page_size": PAGE_SIZE, "bytes": int(mapped), "steps": n_steps,
+            "contiguous_layout": CONTIGUOUS_LAYOUT, "page_prealloc": PAGE_PREALLOC_ENABLED,
+            "grow_gib_s": grow, "shrink_gib_s": shrink}
+
+
+def run_floor(page_size: int, repeats: int) -> dict:
+    from kvlab.memory._native_loader import native
+
+    batch = 64
+    f = native().driver_floor("cuda", 0, page_size, batch, repeats, page_size * batch * 2)
+    map_ns, unmap_ns = f["map_ns"] + f["access_ns"], f["unmap_ns"]
+    return {"system": "floor", "page_size": page_size, "batch": batch,
+            "grow_gib_s": [page_size / map_ns * 1e9 / 2**30], "shrink_gib_s": [page_size / unmap_ns * 1e9 / 2**30]}
+
+
+def _summary(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def _child(args) -> None:
+    if args.child == "kvlab":
+        out = run_kvlab(args.geometry, args.total, args.step, args.repeats, args.page_size)
+    elif args.child == "kvcached":
+        out = run_kvcached(args.geometry, args.total, args.step, args.repeats)
+    else:
+        out = run_floor(args.page_size, max(args.repeats, 20))
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+def main() -> None:
+    from kvlab.memory.units import parse_size
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="benchmarks/results/gpu_growth_h100.json")
+    p.add_argument("--total", default="8G")
+    p.add_argument("--step", default="256M")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--page-size", default="2M")
+    p.add_argument("--systems", default="kvlab,kvcached,floor")
+    p.add_argument("--child", choices=("kvlab", "kvcached", "floor"))
+    p.add_argument("--geometry", choices=sorted(GEOMETRIES))
+    args = p.parse_args()
+    args.total, args.step, args.page_size = parse_size(args.total), parse_size(args.step), parse_size(args.page_size)
+    if args.child:
+        return _child(args)
+
+    from kvlab.results import write_json_atomic
+    from kvlab.sysinfo import environment
+
+    rows = []
+    for geometry in GEOMETRIES:
+        for system in args.systems.split(","):
+            if system == "floor" and geometry != next(iter(GEOMETRIES)):
+                continue  # the floor does not depend on the geometry
+            cmd = [sys.executable, __file__, "--child", system, "--geometry", geometry, "--total", str(args.total),
+                   "--step", str(args.step), "--repeats", str(args.repeats), "--page-size", str(args.page_size)]
+            print(f"[growth] {geometry} {system} ...", flush=True)
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+            line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+            if proc.returncode != 0 or line is None:
+                rows.append({"system": system, "geometry": geometry, "error": (proc.stderr or proc.stdout)[-2000:]})
+                print(f"[growth] {geometry} {system} FAILED:\n{rows[-1]['error']}", flush=True)
+                continue
+            row = json.loads(line[7:])
+            row["geometry"] = geometry
+            row["grow"], row["shrink"] = _summary(row.pop("grow_gib_s")), _summary(row.pop("shrink_gib_s"))
+            rows.append(row)
+            print(f"[growth] {geometry} {system}: grow {row['grow']['median']:.1f} GiB/s, "
+                  f"shrink {row['shrink']['median']:.1f} GiB/s", flush=True)
+    floor = next((r for r in rows if r["system"] == "floor" and "error" not in r), None)
+    for geometry in GEOMETRIES:
+        got = {r["system"]: r for r in rows if r.get("geometry") == geometry and "error" not in r}
+        if "kvlab" in got and "kvcached" in got:
+            got["kvlab"]["grow_vs_kvcached"] = got["kvlab"]["grow"]["median"] / got["kvcached"]["grow"]["median"]
+            got["kvlab"]["shrink_vs_kvcached"] = (got["kvlab"]["shrink"]["median"]
+                                                  / got["kvcached"]["shrink"]["median"])
+        if "kvlab" in got and floor:
+            got["kvlab"]["floor_vs_grow"] = floor["grow"]["median"] / got["kvlab"]["grow"]["median"]
+            got["kvlab"]["floor_vs_shrink"] = floor["shrink"]["median"] / got["kvlab"]["shrink"]["median"]
+    result = {"benchmark": "gpu_growth", "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "config": {"total": args.total, "step": args.step, "repeats": args.repeats,
+                         "page_size": args.page_size, "geometries": GEOMETRIES, "block_tokens": BLOCK_TOKENS},
+              "system_info": environment(), "rows": rows}
+    write_json_atomic(args.out, result)
+    print(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
