@@ -81,3 +81,15 @@ def test_live_view_in_a_real_terminal(owners, root):
         assert _tmux("has-session", "-t", "top").returncode != 0
     finally:
         _tmux("kill-server")
+
+
+def test_top_and_ctl_never_import_torch_or_vllm(owners):
+    # Safe next to running engines: no torch, hence no CUDA context (devices come from NVML alone).
+    code = ("import io, sys, contextlib; from kvlab.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    assert main.main(['top', '--once', '--json', '--interval', '0.05']) == 0\n"
+            "    assert main.main(['ctl', 'list']) == 0\n"
+            "print(sorted(m for m in ('torch', 'vllm') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
