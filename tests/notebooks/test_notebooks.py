@@ -24,6 +24,35 @@ EXPECTED = ["01_quickstart", "02_bursty_elastic_vs_static", "03_multi_model_shar
 # tests/engines puts in-process vLLM defaults into os.environ; kernels (and their servers) must not inherit them.
 _ENGINE_TEST_DEFAULTS = ("VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_LOGGING_LEVEL")
 CELL_TIMEOUT = 600
+# Run in the notebook's kernel after its last cell: what each notebook must have shown, from its own variables.
+CHECKS = {
+    "01_quickstart": """
+assert first.ok and all(r.ok for r in records), "every request of the quickstart must succeed"
+assert peak_mib >= idle_mib + 16, f"the pool did not grow in the bursts: idle {idle_mib} MiB, peak {peak_mib} MiB"
+assert after_mib < peak_mib, f"the pool did not shrink after the bursts: {after_mib} MiB vs peak {peak_mib}"
+""",
+    "02_bursty_elastic_vs_static": """
+assert result.ok and summary["errors"].sum() == 0 and (summary["requests"] > 0).all()
+assert static["idle MiB"] - elastic["idle MiB"] > 0.5 * kv_bytes / 2**20, "static must hold its KV cache at idle"
+assert elastic["KV peak MiB"] > elastic["KV idle MiB"] and elastic["KV after MiB"] < elastic["KV peak MiB"]
+""",
+    "03_multi_model_sharing": """
+assert result.ok and summary["errors"].sum() == 0
+assert len(shifts) >= 2 and all(d > o for d, o in zip(driven_peak, other_peak)), shifts
+assert together.max() < capacity / 4, "two elastic pools together must hold far less than a static split"
+""",
+    "04_limits_and_budgets": """
+free, limited, lifted = runs
+assert [r["ok"].split("/")[0] for r in runs] == [r["ok"].split("/")[1] for r in runs], runs
+assert limited["peak MiB"] <= limited["limit MiB"] < free["peak MiB"], runs
+assert lifted["peak MiB"] > limited["limit MiB"] and lifted["limit MiB"] is None, runs
+""",
+    "05_under_the_hood": """
+assert child.returncode == -11, "touching an unmapped page must fault"
+assert len(bench["rows"]) == 3 and all(r["map_us_per_page"] > 0 for r in bench["rows"])
+assert arena.closed
+""",
+}
 
 
 def _path(name: str) -> Path:
@@ -87,7 +116,11 @@ def test_notebook_runs_top_to_bottom(name, tmp_path, monkeypatch):
     client = NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3",
                             resources={"metadata": {"path": str(tmp_path)}})  # results land in tmp_path
     t0 = time.monotonic()
-    client.execute()  # raises CellExecutionError with the failing cell's traceback
+    with client.setup_kernel():
+        for i, cell in enumerate(nb.cells):
+            client.execute_cell(cell, i)  # raises CellExecutionError with the failing cell's traceback
+        nb.cells.append(nbformat.v4.new_code_cell(CHECKS[name]))  # in memory only: the file stays as it is
+        client.execute_cell(nb.cells[-1], len(nb.cells) - 1)
     elapsed = time.monotonic() - t0
     print(f"{name}: {elapsed:.1f} s")
     assert not _errors(nb), f"{name} printed tracebacks:\n" + "\n".join(_errors(nb))
