@@ -132,8 +132,12 @@ class ElasticSchedulerMixin:
         core, me = _engine_core_of_caller(), weakref.ref(self)
         if core is not None and hasattr(core(), "input_queue"):
             waker = functools.partial(_wake_busy_loop, core)
+            how = "wakes the engine core's busy loop"
         else:  # in-process (LLM): nobody blocks on a queue; release from the watcher thread, under the lock
             waker = functools.partial(_release_in_process, me)
+            how = "releases to in-process workers"
+        logger.info("kvlab: pool %s on %s%s; a limit set while idle %s", self.kvlab_pool.name, device,
+                    f" ({uuid})" if uuid else "", how)
         self._kvlab_watcher = PoolWatcher(self.kvlab_pool, planner, functools.partial(_wake, me, waker), probe=probe,
                                           device=device, device_uuid=uuid, headroom_spec=s.headroom,
                                           is_cuda=device != "cpu").start()
