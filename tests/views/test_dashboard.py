@@ -266,3 +266,22 @@ def test_stop_keeps_the_last_picture(cap, coalescer, servers, pools):
     finally:
         d.close()
     assert d.pagemap.comm is None
+
+
+def test_no_target_shows_every_pool_in_the_registry(cap, coalescer):
+    import secrets
+
+    from kvlab.views import Dashboard
+
+    model = f"models/solo-{secrets.token_hex(3)}"  # a unique model: other tests' pools may be listed too
+    with Publisher(model, PAGES * PAGE, PAGE) as pub:
+        publish(pub, 2, 3)
+        d = Dashboard(None, interval=0.05, coalescer=coalescer)
+        try:
+            label = model.rsplit("/", 1)[1]  # a pool without a server is labelled by its model's short name
+            wait_for(lambda: label in d.pagemap.pools, what="the pool on the page map")
+            assert d.pagemap.counts(label) == {"unmapped": PAGES - 3, "mapped_free": 1, "in_use": 2}
+            assert pub.name in d.controls  # a limit row for every pool listed when it was made
+            assert "every pool in the registry" in d.header.value
+        finally:
+            d.close()
