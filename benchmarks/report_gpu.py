@@ -1,0 +1,113 @@
+"""Table and plots for the README from the saved GPU results (no GPU needed).
+
+    python benchmarks/report_gpu.py   # prints a Markdown table, writes docs/img/gpu_serving.png and gpu_growth.png
+
+Reads benchmarks/results/gpu_serving_single_h100.json and gpu_growth_h100.json. Every figure printed comes
+from those files; spreads are min-max over the repeats recorded there.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+IMG = ROOT / "docs" / "img"
+NAMES = {"static": "static vLLM", "kvcached": "kvcached 0.1.6", "elastic": "kvlab"}
+
+
+def _load(name: str) -> dict:
+    return json.loads((RESULTS / name).read_text())
+
+
+def serving_table(data: dict) -> str:
+    lines = ["| system | idle VRAM after start | idle VRAM after bursts | first burst TTFT p99 | later bursts TTFT p99 "
+             "| saturation tok/s (min-max) | steady TTFT p50 / p99 |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in data["rows"]:
+        if "error" in r and r["error"]:
+            lines.append(f"| {NAMES[r['system']]} | failed: {r['error'][:80]} | | | | | |")
+            continue
+        bursts = r["burst_onset"]
+        sat = [s["output_tok_s"] for s in r["saturation"]]
+        lines.append(
+            f"| {NAMES[r['system']]} | {r['idle_after_start_mib']:.0f} MiB | {r['idle_after_burst_mib']:.0f} MiB "
+            f"| {bursts[0]['ttft_p99'] * 1000:.0f} ms | "
+            + ", ".join(f"{b['ttft_p99'] * 1000:.0f}" for b in bursts[1:]) + " ms "
+            f"| {r['saturation_output_tok_s']:.0f} ({min(sat):.0f}-{max(sat):.0f}) "
+            f"| {r['steady_ttft_p50'] * 1000:.1f} / {r['steady_ttft_p99'] * 1000:.1f} ms |")
+    return "\n".join(lines)
+
+
+def growth_table(data: dict) -> str:
+    lines = ["| geometry | system | grow GiB/s (min-max) | shrink GiB/s (min-max) |", "| --- | --- | --- | --- |"]
+    for r in data["rows"]:
+        if "error" in r:
+            lines.append(f"| {r['geometry']} | {r['system']} | not measured (see notes) | |")
+            continue
+        g, s = r["grow"], r["shrink"]
+        lines.append(f"| {r['geometry']} | {r['system']} | {g['median']:.1f} ({g['min']:.1f}-{g['max']:.1f}) "
+                     f"| {s['median']:.1f} ({s['min']:.1f}-{s['max']:.1f}) |")
+    return "\n".join(lines)
+
+
+def plots(serving: dict, growth: dict) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    IMG.mkdir(parents=True, exist_ok=True)
+    rows = [r for r in serving["rows"] if not r.get("error")]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    labels = [NAMES[r["system"]] for r in rows]
+    axes[0].bar(labels, [r["idle_after_burst_mib"] / 1024 for r in rows], color=["#888", "#c85", "#38a"])
+    axes[0].set_ylabel("GiB over the device baseline")
+    axes[0].set_title("idle VRAM after bursts")
+    axes[0].set_yscale("log")
+    for k, r in enumerate(rows):
+        axes[1].plot(range(len(r["burst_onset"])), [b["ttft_p99"] * 1000 for b in r["burst_onset"]], "o-",
+                     label=labels[k])
+    axes[1].set_xlabel("burst (after idle)")
+    axes[1].set_ylabel("TTFT p99 (ms)")
+    axes[1].set_title("burst onset")
+    axes[1].legend()
+    sat = [[s["output_tok_s"] for s in r["saturation"]] for r in rows]
+    axes[2].boxplot(sat, tick_labels=labels)
+    axes[2].set_ylabel("output tokens/s")
+    axes[2].set_title("saturation (3 repeats)")
+    fig.suptitle(f"vLLM {serving['versions']['vllm']}, Qwen2.5-0.5B shape, H100, eager", fontsize=10)
+    fig.tight_layout()
+    out1 = IMG / "gpu_serving.png"
+    fig.savefig(out1, dpi=90)
+    plt.close(fig)
+
+    ok = [r for r in growth["rows"] if "error" not in r]
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    names = [f"{r['system']}\n{r['geometry']}" if r["system"] != "floor" else "driver floor" for r in ok]
+    x = range(len(ok))
+    ax.bar([i - 0.2 for i in x], [r["grow"]["median"] for r in ok], 0.4, label="grow")
+    ax.bar([i + 0.2 for i in x], [r["shrink"]["median"] for r in ok], 0.4, label="shrink")
+    ax.set_xticks(list(x), names, fontsize=8)
+    ax.set_ylabel("GiB/s")
+    ax.set_title("KV pool growth and shrink, 2 MiB pages, H100", fontsize=10)
+    ax.legend()
+    fig.tight_layout()
+    out2 = IMG / "gpu_growth.png"
+    fig.savefig(out2, dpi=90)
+    plt.close(fig)
+    return [out1, out2]
+
+
+def main() -> None:
+    serving, growth = _load("gpu_serving_single_h100.json"), _load("gpu_growth_h100.json")
+    print(serving_table(serving))
+    print()
+    print(growth_table(growth))
+    for p in plots(serving, growth):
+        print(f"wrote {p.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
