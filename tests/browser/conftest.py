@@ -125,7 +125,9 @@ def lab(tmp_path):
     server.stop()
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: two sync_playwright() instances cannot be open at once in one thread,
+# and tests/ui and tests/browser each have their own fixture.
+@pytest.fixture(scope="module")
 def browser():
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no chromium at {CHROMIUM}: apt-get install -y chromium")
