@@ -26,8 +26,8 @@ def root(monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory):
+def tiny_model():
     pytest.importorskip("tokenizers")
     from kvlab.models import synthetic
 
-    return synthetic("qwen2", "tiny", out_dir=tmp_path_factory.mktemp("models") / "tiny")
+    return synthetic("qwen2", "tiny")  # kvlab's model cache: built once per machine, shared with tests/lab

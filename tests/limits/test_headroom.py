@@ -145,3 +145,20 @@ def test_settings_refuse_bad_headroom_and_min(bad):
     s = ElasticSettings.from_env({"KVLAB_POOL_NAME": "my-pool", "KVLAB_MIN": "1G", "KVLAB_HEADROOM": "10%"})
     assert (s.pool_name, s.min, s.headroom) == ("my-pool", 1 << 30, "10%")
     assert ElasticSettings().merged(s.to_dict()) == s
+
+
+def test_an_applied_control_change_is_published_even_when_nothing_is_mapped_or_unmapped(root):
+    planner = ChunkPlanner(8, 4, CHUNK)
+    record = PoolRecord(planner, model="m", page_size=2 * MiB, name="ack", device="cpu", device_uuid="",
+                        limit=None, minimum=0)
+    try:
+        from kvlab import limits
+
+        limits.set_limit("ack", "64MiB")
+        ctl = record.pending_control()
+        record.applied(ctl, 64 * MiB, 0)
+        record.publish()  # not forced, nothing changed in the pool, within the rate limit: still goes out
+        rec = list_records(root)[0]
+        assert rec.control_ack == ctl.revision and rec.limit == 64 * MiB
+    finally:
+        record.close()

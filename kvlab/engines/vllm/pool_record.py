@@ -59,6 +59,7 @@ class PoolRecord:
         self.min_period = min_period
         self._last = 0.0
         self._last_used = -1
+        self._dirty = False
         self.publish(force=True)
 
     # -- control -----------------------------------------------------------------------------------
@@ -69,6 +70,7 @@ class PoolRecord:
 
     def applied(self, ctl: Control, limit: int | None, minimum: int) -> None:
         self.control_seen, self.limit, self.min = ctl.revision, limit, minimum
+        self._dirty = True  # the next publish() goes out whatever else changed: readers wait for the ack
 
     # -- state -------------------------------------------------------------------------------------
     def count(self, mapped_chunks: int, unmapped_chunks: int) -> None:
@@ -87,13 +89,14 @@ class PoolRecord:
     def publish(self, force: bool = False) -> None:
         """Publish now if ``force`` (a map/unmap or a control change), else at most every ``min_period``."""
         now = time.monotonic()
+        force = force or self._dirty
         if not force and now - self._last < self.min_period:
             return
         planner = self.planner
         used_blocks = planner.used_blocks()
         if not force and used_blocks == self._last_used:
             return
-        self._last, self._last_used = now, used_blocks
+        self._last, self._last_used, self._dirty = now, used_blocks, False
         retained = planner.stats()["fully_free_chunks"] * planner.chunk_bytes
         self.publisher.update(mapped=planner.n_mapped * planner.chunk_bytes, used=used_blocks * self.block_bytes,
                               retained=retained, limit=self.limit, min=self.min, n_maps=self.n_maps,
