@@ -2,7 +2,8 @@
 
 >>> dash = server.watch()                 # or Dashboard(fleet); displays as an ipywidgets VBox
 >>> run_workload(bursty(3, 8, pause=2), server, on_record=dash.record, telemetry=dash.telemetry)
->>> dash.close()                          # stops the Telemetry it made
+>>> dash.stop()                           # stops the Telemetry it made; the last picture stays
+>>> dash.close()                          # ... and removes the dashboard
 
 Everything on screen comes from ONE :class:`kvlab.lab.telemetry.Telemetry` listener, called on the
 Telemetry's sampler thread with each :class:`Sample`. The listener only hands the latest values to

@@ -90,3 +90,29 @@ def test_watch_a_real_elastic_server(cap, coalescer, monkeypatch):
         finally:
             dash.close()
     assert not [t for t in threading.enumerate() if t.name in ("kvlab-telemetry", "kvlab-metrics")]
+
+
+@pytest.mark.slow
+def test_a_static_server_shows_its_processes_memory(cap, coalescer, monkeypatch):
+    """A stock (static) engine has no pool: its processes' memory (RSS here, NVML on a GPU) is its line."""
+    from kvlab.lab import Fleet, Server
+    from kvlab.lab.probes import rss
+    from kvlab.models import synthetic
+
+    for name in ("VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_LOGGING_LEVEL"):
+        monkeypatch.delenv(name, raising=False)
+    static = Server(synthetic("qwen2", "tiny"), memory="static", progress=False, name="stock", start=False,
+                    **ENGINE_ARGS)
+    with Fleet([static]) as fleet:
+        dash = fleet.dashboard(interval=0.1, coalescer=coalescer)
+        try:
+            assert not dash.controls and static.pool_name is None
+            wait_for(lambda: "stock (process)" in dash.timeline.models, 10, "the static server's line")
+            coalescer.idle(2.0)
+            shown = dash.timeline.rows()[-1, 2]
+            resident = sum(rss(p) or 0 for p in static.pids())
+            assert shown > 100 << 20 and abs(shown - resident) < 0.2 * resident, (shown, resident)
+            assert not dash.pagemap.pools  # no pool, no pages
+        finally:
+            dash.close()
+        assert dash.errors == 0, dash.last_error
