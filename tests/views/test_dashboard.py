@@ -285,3 +285,19 @@ def test_no_target_shows_every_pool_in_the_registry(cap, coalescer):
             assert "every pool in the registry" in d.header.value
         finally:
             d.close()
+
+
+def test_a_restarted_pool_comes_back_under_its_name(cap, coalescer, dash, pools, servers):
+    publish(pools[0], 5, 5)
+    wait_for(lambda: "alpha" in dash.pagemap.pools and dash.pagemap.counts("alpha")["in_use"] == 5, what="pages")
+    pools[0].close()
+    wait_for(lambda: dash.pagemap.counts("alpha")["in_use"] == 0, what="pages cleared")
+    with Publisher(str(servers[0].model), 2 * PAGES * PAGE, PAGE, name=servers[0].pool_name) as again:
+        states = np.zeros(2 * PAGES, np.uint8)  # the server started again: same pool name, a bigger reservation
+        states[:9], states[:7] = PAGE_MAPPED, PAGE_USED
+        again.update(mapped=9 * PAGE, used=7 * PAGE, pages=states)
+        wait_for(lambda: dash.pagemap.counts("alpha")["in_use"] == 7, what="the restarted pool's pages")
+        assert sum(dash.pagemap.counts("alpha").values()) == 2 * PAGES
+        assert dash.pagemap.pools == ["alpha", "beta"]  # not a second entry
+        control = dash.controls[servers[0].pool_name]
+        wait_for(lambda: control.slider.max == 2 * PAGES * PAGE >> 20, what="the limit row to follow the new capacity")
