@@ -62,3 +62,15 @@ def test_no_room_on_the_device_means_waiting_not_a_crash(tiny_model, root):
         close_llm(llm)
     assert all(len(o) == MAX_TOKENS for o in outputs)
     assert stats["peak_mapped_bytes"] == 32 * MiB and rec.min == 32 * MiB
+
+
+def test_a_taken_pool_name_refuses_to_start_and_leaves_nothing(tiny_model, root):
+    import threading
+
+    from kvlab.registry import Publisher, RecordExists
+
+    with Publisher("someone/else", 1 << 30, 2 * MiB, name="taken"):
+        with pytest.raises(RecordExists, match="'taken' .*KVLAB_POOL_NAME.* is taken"):
+            make_llm(tiny_model, KV_BYTES, kvlab={"elastic": True, "pool_name": "taken"})
+        assert [r.name for r in registry.list_records()] == ["taken"]  # the other owner's record is intact
+    assert not [t for t in threading.enumerate() if t.name == "kvlab-pool-watcher"]

@@ -29,6 +29,8 @@ import weakref
 from vllm.v1.core.sched.async_scheduler import AsyncScheduler
 from vllm.v1.core.sched.scheduler import Scheduler
 
+from kvlab.registry import RecordExists
+
 from . import headroom, mapper
 from .free_queue import ElasticFreeQueue
 from .geometry import ChunkGeometry
@@ -127,8 +129,13 @@ class ElasticSchedulerMixin:
         s, planner = self.kvlab_settings, self.kvlab_planner
         device, uuid, probe = headroom.device_probe(vllm_config.device_config.device_type)
         limit = None if s.limit is None else planner.budget_chunks * geo.chunk_bytes
-        self.kvlab_pool = PoolRecord(planner, model=served_model(vllm_config), page_size=s.page_size,
-                                     name=s.pool_name, device=device, device_uuid=uuid, limit=limit, minimum=s.min)
+        try:
+            self.kvlab_pool = PoolRecord(planner, model=served_model(vllm_config), page_size=s.page_size,
+                                         name=s.pool_name, device=device, device_uuid=uuid, limit=limit,
+                                         minimum=s.min)
+        except RecordExists:
+            raise RecordExists(f"kvlab: pool name {s.pool_name!r} (KVLAB_POOL_NAME) is taken by another live "
+                               f"engine; give each engine its own name, or leave it unset for a unique one") from None
         core, me = _engine_core_of_caller(), weakref.ref(self)
         if core is not None and hasattr(core(), "input_queue"):
             waker = functools.partial(_wake_busy_loop, core)

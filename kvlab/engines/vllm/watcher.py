@@ -38,6 +38,7 @@ class PoolWatcher:
         self.last_room: int | None = None
         self._woken_for = 0
         self._others_unmet, self._scanned = 0, 0.0
+        self._last_error, self._last_logged = None, 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="kvlab-pool-watcher", daemon=True)
 
@@ -68,8 +69,11 @@ class PoolWatcher:
                     self.record.heartbeat()
             except registry.RecordClosed:
                 return  # the engine shut down under us
-            except Exception:  # a watcher that dies would silently freeze limits: log and carry on
-                logger.exception("kvlab: pool watcher")
+            except Exception as e:  # a watcher that dies would silently freeze limits: log and carry on
+                now = time.monotonic()
+                if type(e) is not self._last_error or now - self._last_logged > 60:  # not 20 times a second
+                    self._last_error, self._last_logged = type(e), now
+                    logger.exception("kvlab: pool watcher of %s", self.record.name)
 
     def measure(self) -> None:
         """Write the planner's device cap from the device's free memory and the other pools' guarantees."""
