@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -106,6 +107,7 @@ class Sampler:
         for rec in limits.list_pools():
             d = rec.as_dict()
             d["device_key"] = _device_of(rec, devices)
+            d["heartbeat_age"] = rec.heartbeat_age
             prev = self._prev.get(rec.name)
             if prev is not None and prev[3] == rec.start_ticks and now > prev[0]:
                 dt = now - prev[0]
@@ -146,6 +148,22 @@ def bar(pool: dict, width: int = 24) -> str:
     return ("█" * cells[0] + "▓" * cells[1] + "▒" * cells[2] + "·" * rest)[:width]
 
 
+STALLED = 5.0  # seconds without a heartbeat (owners beat every second) before a pool is marked stalled
+
+
+def _pid(p: dict) -> str:
+    return f"{p['pid']} stalled" if p["heartbeat_age"] > STALLED else str(p["pid"])
+
+
+def _limit(p: dict) -> str:
+    """The limit enforced; with what was asked when that differs (raised to one request, or not applied yet)."""
+    asked = p["control"]["limit"]
+    text = format_size(p["limit"])
+    if asked != p["limit"]:
+        text += f" (asked {format_size(asked)}{'' if p['control_ack'] >= p['control']['revision'] else ', pending'})"
+    return text
+
+
 def _rate(r: float | None) -> str:
     return "-" if r is None else f"{r:.0f}"
 
@@ -183,8 +201,8 @@ def _device_table(key: str, dev: dict | None, pools: list[dict], map_width: int)
     for col in ("model", "pid", "memory", "used", "mapped", "limit", "min", "pages", "map/s", "unmap/s"):
         t.add_column(col, no_wrap=True, overflow="ellipsis")
     for p in sorted(pools, key=lambda p: p["name"]):
-        t.add_row(p["name"], p["model"].rstrip("/").rsplit("/", 1)[-1][:20], str(p["pid"]), bar(p, 16),
-                  format_size(p["used"]), format_size(p["mapped"]), format_size(p["limit"]), format_size(p["min"]),
+        t.add_row(p["name"], p["model"].rstrip("/").rsplit("/", 1)[-1][:20], _pid(p), bar(p, 16),
+                  format_size(p["used"]), format_size(p["mapped"]), _limit(p), format_size(p["min"]),
                   page_map(p["pages"], map_width), _rate(p["map_rate"]), _rate(p["unmap_rate"]))
     return t
 
@@ -222,6 +240,9 @@ def main(args: argparse.Namespace) -> int:
                 time.sleep(args.interval)
                 live.update(render(sampler.sample(), args.map_width), refresh=True)
     except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:  # `kvlab top --json | head`: the reader left, which is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except RegistryError as e:
         print(f"kvlab top: {e}", file=sys.stderr)
