@@ -56,7 +56,7 @@ def test_quickstart_runs_and_the_dashboard_moves(lab, browser, artifacts, monkey
     page_errors: list[str] = []
     page.on("pageerror", lambda e: page_errors.append(str(e)))
     try:
-        open_and_run_all(page, lab, "01_quickstart.ipynb")
+        open_and_run_all(page, lab, NOTEBOOK.name)
 
         polls, busiest, t_end = [], None, time.monotonic() + RUN_TIMEOUT
         while time.monotonic() < t_end:

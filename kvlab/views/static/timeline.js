@@ -29,6 +29,15 @@ function niceStep(max, ticks) {
   return step * 5;
 }
 
+function boxedText(ctx, text, x, y, paper) {
+  // Labels drawn over the stacked areas get a backing of the page's colour, or they vanish into the fill.
+  const w = ctx.measureText(text).width, ink = ctx.fillStyle;
+  ctx.fillStyle = paper;
+  ctx.fillRect(x - 2, y - 10, w + 4, 13);
+  ctx.fillStyle = ink;
+  ctx.fillText(text, x, y);
+}
+
 function segment(ctx, x0, y0, x1, y1) {
   ctx.beginPath(); ctx.moveTo(x0, y0); ctx.lineTo(x1, y1); ctx.stroke();
 }
@@ -54,6 +63,7 @@ function draw(canvas, legend, model) {
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   ctx.clearRect(0, 0, W, H);
   const ink = getComputedStyle(canvas).color || "#333";
+  const paper = (getComputedStyle(canvas).getPropertyValue("--jp-layout-color0") || "").trim() || "rgba(255,255,255,0.85)";
   ctx.font = "11px sans-serif";
   ctx.fillStyle = ink;
   canvas.dataset.rows = String(rows.length);
@@ -97,7 +107,7 @@ function draw(canvas, legend, model) {
     ctx.stroke();
     ctx.fillStyle = ink;
     // Under the line: event labels sit above the plot, and the line is near the top.
-    ctx.fillText(model.get("total_label") || "device total", PAD.l + 4, y(rows[rows.length - 1][1]) + 12);
+    boxedText(ctx, model.get("total_label") || "device total", PAD.l + 4, y(rows[rows.length - 1][1]) + 12, paper);
   }
   ctx.setLineDash([5, 4]); ctx.lineWidth = 1;
   const labelled = []; // y of the limit labels drawn so far: equal limits must not print on one another
@@ -109,7 +119,7 @@ function draw(canvas, legend, model) {
     while (labelled.some((u) => Math.abs(u - ly) < 11)) ly -= 11;
     labelled.push(ly);
     const text = `${name} limit`;
-    ctx.fillText(text, W - PAD.r - ctx.measureText(text).width - 2, ly);
+    boxedText(ctx, text, W - PAD.r - ctx.measureText(text).width - 2, ly, paper);
   }
   ctx.strokeStyle = ctx.fillStyle = ink;
   for (const [t, label] of marks) {
