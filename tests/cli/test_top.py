@@ -93,3 +93,16 @@ def test_top_and_ctl_never_import_torch_or_vllm(owners):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_a_limit_not_yet_applied_shows_as_pending(root):
+    from kvlab import limits
+    from kvlab.registry import Publisher
+
+    with Publisher("m", 1 << 30, 2 * MiB, name="slow") as pub:  # an owner that has not caught up yet
+        limits.set_limit("slow", "64MiB")
+        out = kvlab("top", "--once", "--interval", "0.05")
+        assert "none (asked 64.00 MiB, pending)" in out.stdout, out.stdout
+        pub.update(limit=96 * MiB, control_ack=pub.control().revision)  # applied, raised to one request
+        out = kvlab("top", "--once", "--interval", "0.05")
+        assert "96.00 MiB (asked 64.00 MiB)" in out.stdout and "pending" not in out.stdout, out.stdout
