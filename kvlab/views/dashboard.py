@@ -18,6 +18,7 @@ import html
 import logging
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import ipywidgets as widgets
@@ -31,6 +32,9 @@ from .timeline import MemoryTimeline
 log = logging.getLogger("kvlab.views")
 TOTALS = ("auto", "device", "capacity", None)
 PID_REFRESH = 5.0  # seconds between rescans of a static server's process group (a /proc scan costs ms)
+# Dashboards that run their own Telemetry. Re-running a `dash = server.watch()` cell must not leave the
+# old one sampling (and polling the engine's /metrics, which slows a busy CPU engine) for ever.
+_running: "weakref.WeakSet[Dashboard]" = weakref.WeakSet()
 
 
 def _page_lut() -> np.ndarray:
@@ -93,6 +97,8 @@ class Dashboard(widgets.VBox):
         self._pids: dict[int, tuple[float, list[int]]] = {}
         self._n_events = 0
         self._header_text = ""
+        self._lines: list[str] = []  # the engines' lines last shown in the header
+        self._note = ""  # why the dashboard stopped, once it did
         self._lock = threading.Lock()
         self._stopped = False
         self.samples = 0
@@ -117,6 +123,11 @@ class Dashboard(widgets.VBox):
 
         telemetry.add_listener(self._on_sample)
         if self._owns_telemetry:
+            self._key = tuple(sorted(id(s) for s in self.servers)) if target is not None else "all"
+            for old in list(_running):
+                if old._key == self._key:
+                    old.stop("a newer dashboard of the same servers took over")
+            _running.add(self)
             telemetry.start()
 
     # ---- inputs --------------------------------------------------------------------------------
@@ -134,8 +145,9 @@ class Dashboard(widgets.VBox):
         """An event at now (e.g. "burst 2"), drawn on the timeline with the next sample."""
         self.telemetry.mark(label)
 
-    def stop(self) -> None:
+    def stop(self, reason: str = "stopped") -> None:
         """Stop following (and stop the Telemetry this Dashboard made) but keep the last picture on screen."""
+        _running.discard(self)
         telemetry = getattr(self, "telemetry", None)
         if telemetry is not None:
             telemetry.remove_listener(self._on_sample)
@@ -145,6 +157,9 @@ class Dashboard(widgets.VBox):
                 telemetry.stop()
         for control in getattr(self, "controls", {}).values():
             control.freeze()
+        if getattr(self, "header", None) is not None and self.header.comm is not None:
+            self._note = self._note or reason  # the first reason stays
+            self.header.value = self._header(self._lines)
 
     def close(self) -> None:
         """Stop, and remove the dashboard from the page (its widgets are closed)."""
@@ -199,7 +214,8 @@ class Dashboard(widgets.VBox):
         for t, label in events[self._n_events:]:
             self.timeline.mark(t, label)
         self._n_events = len(events)
-        text = self._header(self._engine_lines(sample))
+        self._lines = self._engine_lines(sample)
+        text = self._header(self._lines)
         if text != self._header_text:
             self._header_text = text
             self.header.value = text
@@ -250,8 +266,9 @@ class Dashboard(widgets.VBox):
 
     def _header(self, lines: list[str]) -> str:
         who = ", ".join(html.escape(s.name) for s in self.servers) or "every pool in the registry"
+        note = f" · <i>{html.escape(self._note)}</i>" if self._note else ""
         engines = "<br>".join(lines)
-        return f"<div class='kvlab-dash-head'>kvlab dashboard: {who}{'<br>' + engines if engines else ''}</div>"
+        return f"<div class='kvlab-dash-head'>kvlab dashboard: {who}{note}{'<br>' + engines if engines else ''}</div>"
 
     def __repr__(self) -> str:
         return f"Dashboard({[s.name for s in self.servers] or 'all pools'}, samples={self.samples})"

@@ -301,3 +301,21 @@ def test_a_restarted_pool_comes_back_under_its_name(cap, coalescer, dash, pools,
         assert dash.pagemap.pools == ["alpha", "beta"]  # not a second entry
         control = dash.controls[servers[0].pool_name]
         wait_for(lambda: control.slider.max == 2 * PAGES * PAGE >> 20, what="the limit row to follow the new capacity")
+
+
+def test_watching_again_stops_the_previous_dashboard(cap, coalescer, servers, pools):
+    """Re-running a `dash = server.watch()` cell must not leave the old Telemetry sampling for ever."""
+    from kvlab.views import Dashboard
+
+    first = Dashboard(servers, interval=0.05, coalescer=coalescer)
+    other = servers[0].watch(interval=0.05, coalescer=coalescer)  # other servers: left alone
+    second = Dashboard(list(reversed(servers)), interval=0.05, coalescer=coalescer)
+    try:
+        assert not first.telemetry.running and "newer dashboard" in first.header.value
+        assert first.pagemap.comm is not None  # stopped, still on screen
+        assert second.telemetry.running and other.telemetry.running
+        first.stop()  # stopping twice is harmless
+        assert first.header.value.count("newer dashboard") == 1
+    finally:
+        for d in (first, other, second):
+            d.close()
