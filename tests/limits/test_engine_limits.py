@@ -119,3 +119,18 @@ def test_limit_shrinks_an_idle_multiprocess_engine_and_unlimit_lets_it_grow(serv
         _burst(server, seed=3)
     assert sampled.peak >= 64 * MiB  # free to grow again
     assert _until(lambda: resident_bytes(*arena) == CHUNK + RESERVE, 10)
+
+    # A limit lowered in the middle of a burst: no more growth from then on, the chunks in use go as
+    # their requests finish, and every request still completes.
+    with ThreadPoolExecutor(1) as ex:
+        running = ex.submit(_burst, server, 4)
+        assert _until(lambda: resident_bytes(*arena) >= 48 * MiB, 60), "the burst did not grow"
+        limits.set_limit(server.pool_name, "24MiB", wait=5)
+        at_ack, busy = resident_bytes(*arena), not running.done()
+        with PeakResidency(*arena) as after:
+            out = running.result()
+    assert busy, "the burst ended before the limit was applied: nothing was tested"
+    assert len(out) == len(BURST) and all(c["finish_reason"] == "length" for c in out)
+    assert after.peak <= at_ack
+    assert _until(lambda: resident_bytes(*arena) <= 24 * MiB, 5)
+    print(f"limit lowered mid-burst at {at_ack >> 20} MiB resident: peak after it {after.peak >> 20} MiB")
