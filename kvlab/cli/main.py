@@ -37,6 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("ctl", "top"):  # registry tools: no native module, no torch (fast to start)
+        from kvlab.cli import ctl, top
+
+        return (ctl if args.command == "ctl" else top).main(args)
     from kvlab.memory import KvlabMemoryError
 
     try:
@@ -54,10 +58,6 @@ def main(argv: list[str] | None = None) -> int:
             from kvlab.cli import bench
 
             return bench.main(args)
-        if args.command in ("ctl", "top"):
-            from kvlab.cli import ctl, top
-
-            return (ctl if args.command == "ctl" else top).main(args)
     except KvlabMemoryError as exc:
         print(f"kvlab: {exc}", file=sys.stderr)
         return 2

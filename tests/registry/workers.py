@@ -64,11 +64,12 @@ def check_consistent(rec, max_pages=300) -> None:
     assert rec.pages == bytes([k & 0xFF]) * rec.n_pages, k
 
 
-def hammer_reader(root, name, seconds, conn):
-    """Read as fast as possible; report (reads, distinct revisions seen, first failure or None)."""
-    reads, seen, end = 0, set(), time.monotonic() + seconds
+def hammer_reader(root, name, min_reads, min_revisions, timeout, conn):
+    """Read as fast as possible until ``min_reads`` reads have seen ``min_revisions`` distinct revisions (or
+    ``timeout`` s pass: a loaded machine is slow, not wrong); report (reads, distinct revisions, failure or None)."""
+    reads, seen, end = 0, set(), time.monotonic() + timeout
     try:
-        while time.monotonic() < end:
+        while (reads < min_reads or len(seen) < min_revisions) and time.monotonic() < end:
             rec = registry.read(name, root=root)
             check_consistent(rec)
             seen.add(rec.revision)
