@@ -245,7 +245,8 @@ def main(argv=None) -> int:
     stamp = env["date"].replace(":", "").replace("-", "")[:15]
     path = write_json_atomic(args.out / f"dashboard_load-{args.mode}-{stamp}.json", result)
     m, u, c = result["messages"], result["updates"], result["cpu"]
-    print(f"{args.mode}: {m['total']} messages ({m['per_second']:.1f}/s, at most {m['max_per_widget_per_second']:.1f}/s "
+    print(f"{args.mode}: {m['total']} messages ({m['per_second']:.1f}/s, "
+          f"at most {m['max_per_widget_per_second']:.1f}/s "
           f"per view, {m['bytes_per_second'] / 1024:.0f} KiB/s); lost: {u['page_states_lost']} of "
           f"{u['page_states_sampled']} page states, {u['timeline_rows_lost']} of {u['timeline_rows']} rows; final "
           f"state in {u['views_with_final_state']} views; CPU {c['dashboard_percent_of_core']:.2f}% of a core for the "

@@ -20,5 +20,5 @@ from .latency import LatencyView
 from .pagemap import IN_USE, MAPPED_FREE, UNMAPPED, PageMap
 from .timeline import MemoryTimeline
 
-__all__ = ["Dashboard", "LimitControl", "PageMap", "MemoryTimeline", "LatencyView", "Coalescer", "CoalescerSettings", "Sampler",
-           "default_coalescer", "UNMAPPED", "MAPPED_FREE", "IN_USE"]
+__all__ = ["Dashboard", "LimitControl", "PageMap", "MemoryTimeline", "LatencyView", "Coalescer", "CoalescerSettings",
+           "Sampler", "default_coalescer", "UNMAPPED", "MAPPED_FREE", "IN_USE"]

@@ -45,7 +45,8 @@ def test_limit_row_writes_the_registry_and_reads_back(lab, browser, artifacts):
     from kvlab import registry
 
     pool = f"browser-ctl-{secrets.token_hex(3)}"
-    (lab.root / "controls.ipynb").write_text(json.dumps(notebook([OWNER.format(pool=pool), "dash = server.watch()\ndash"])))
+    cells = [OWNER.format(pool=pool), "dash = server.watch()\ndash"]
+    (lab.root / "controls.ipynb").write_text(json.dumps(notebook(cells)))
     ctx = browser.new_context(viewport={"width": 1280, "height": 1600}, device_scale_factor=1)
     page = ctx.new_page()
     page_errors: list[str] = []
