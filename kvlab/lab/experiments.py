@@ -125,8 +125,8 @@ class _Experiment:
             raise
         finally:
             tel.stop()
-            if view is not None:
-                view.close()
+            if view is not None:  # keep the setup's final picture on screen; only stop following
+                view.stop("setup finished")
             try:
                 fleet.stop()
             finally:
