@@ -46,10 +46,15 @@ JS_CANVASES = """() => {
 }"""
 
 
-@pytest.mark.slow
-def test_quickstart_runs_and_the_dashboard_moves(lab, browser, artifacts, monkeypatch):
+@pytest.fixture
+def quick(monkeypatch):
+    """Set before the ``lab`` fixture starts JupyterLab (requested first), so its kernels inherit it."""
     for k, v in QUICK_ENV.items():
-        monkeypatch.setenv(k, v)  # inherited by the lab server and so by the kernel
+        monkeypatch.setenv(k, v)
+
+
+@pytest.mark.slow
+def test_quickstart_runs_and_the_dashboard_moves(quick, lab, browser, artifacts):
     shutil.copy(NOTEBOOK, lab.root / NOTEBOOK.name)  # a copy: the repository's notebook stays without outputs
     ctx = browser.new_context(viewport={"width": 1280, "height": 2400}, device_scale_factor=1)
     page = ctx.new_page()

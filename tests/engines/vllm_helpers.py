@@ -10,6 +10,7 @@ os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
 import psutil  # noqa: E402
+from tests.waiting import PeakOf
 
 
 def make_llm(model, kv_bytes: int, kvlab: dict | None = None, **kwargs):
@@ -60,25 +61,8 @@ def resident_bytes(pid: int, start: int, length: int) -> int:
     return total
 
 
-class PeakResidency:
-    """Samples ``resident_bytes`` every 10 ms in a thread while the ``with`` block runs; ``.peak``."""
+class PeakResidency(PeakOf):
+    """Samples ``resident_bytes(pid, start, length)`` every 10 ms while the ``with`` block runs; ``.peak``."""
 
     def __init__(self, pid: int, start: int, length: int):
-        import threading
-
-        self.args, self.peak = (pid, start, length), 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, resident_bytes(*self.args))
-            self._stop.wait(0.01)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
+        super().__init__(lambda: resident_bytes(pid, start, length))

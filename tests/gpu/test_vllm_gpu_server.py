@@ -9,7 +9,6 @@ Runs on the GPU machine only (GPU vLLM 0.24-0.26 and nvidia-ml-py), see ../share
 """
 
 import json
-import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +23,7 @@ pynvml = pytest.importorskip("pynvml")
 from kvlab import limits, registry  # noqa: E402
 from kvlab.lab.engine import vllm_build  # noqa: E402
 from tests.engines.vllm_batch import prompts  # noqa: E402
+from tests.waiting import PeakOf, until  # noqa: E402
 
 if vllm_build() != "gpu":
     pytest.skip("needs the GPU build of vLLM", allow_module_level=True)
@@ -67,34 +67,9 @@ class Device:
         return int(pynvml.nvmlDeviceGetMemoryInfo(self.h).used)
 
 
-class PeakMapped:
-    """The most bytes the pool's record showed mapped while the block ran (sampled every 10 ms)."""
-
-    def __init__(self, name, root):
-        self.name, self.root, self.bytes = name, root, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.wait(0.01):
-            self.bytes = max(self.bytes, registry.read(self.name, self.root).mapped)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-
-def _until(predicate, timeout):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
+def peak_mapped(name, root):
+    """The most bytes the pool's record shows mapped while the ``with`` block runs (``.peak``)."""
+    return PeakOf(lambda: registry.read(name, root).mapped)
 
 
 @pytest.fixture(scope="module")
@@ -127,18 +102,18 @@ def test_gpu_server_identity_idle_memory_and_limits(tiny_model, root, static_tok
               f"(record mapped {rec.mapped >> 20} MiB)")
         assert idle < static_held / 8
 
-        with PeakMapped(s.pool_name, root) as peak:
+        with peak_mapped(s.pool_name, root) as peak:
             out = _burst(s, seed=1)
         assert all(c["finish_reason"] == "length" for c in out)
-        assert peak.bytes > CHUNK + RESERVE, f"the burst peaked at {peak.bytes >> 20} MiB mapped"
-        assert _until(lambda: registry.read(s.pool_name, root).mapped == CHUNK + RESERVE, 10)
+        assert peak.peak > CHUNK + RESERVE, f"the burst peaked at {peak.peak >> 20} MiB mapped"
+        assert until(lambda: registry.read(s.pool_name, root).mapped == CHUNK + RESERVE, 10)
         time.sleep(0.5)
         before = dev.used()
 
         limits.set_limit(s, "24MiB")
         written = time.monotonic()
-        assert _until(lambda: registry.read(s.pool_name, root).mapped <= 24 * MiB, 1.0)
-        assert _until(lambda: before - dev.used() >= 40 * MiB, 1.0), \
+        assert until(lambda: registry.read(s.pool_name, root).mapped <= 24 * MiB, 1.0)
+        assert until(lambda: before - dev.used() >= 40 * MiB, 1.0), \
             f"device memory fell only {(before - dev.used()) >> 20} MiB after the limit"
         print(f"idle GPU engine: {(before - dev.used()) >> 20} MiB back to the device "
               f"{(time.monotonic() - written) * 1000:.0f} ms after the limit")
@@ -148,9 +123,9 @@ def test_gpu_server_identity_idle_memory_and_limits(tiny_model, root, static_tok
         assert registry.read(s.pool_name, root).mapped <= 24 * MiB
 
         limits.unlimit(s, wait=2)
-        with PeakMapped(s.pool_name, root) as peak:
+        with peak_mapped(s.pool_name, root) as peak:
             _burst(s, seed=3)
-        assert peak.bytes >= 64 * MiB
+        assert peak.peak >= 64 * MiB
         pids = s.pids()
     assert registry.list_records(root) == []
     assert not any(_alive(p) for p in pids)

@@ -8,17 +8,11 @@ import pytest
 from kvlab.lab import Telemetry
 from kvlab.lab.probes import host_memory, parse_metrics, rss
 from kvlab.registry import PAGE_MAPPED, PAGE_USED, Publisher
+from tests.waiting import until  # noqa: E402
 
 MiB = 1 << 20
 
 
-def _wait(pred, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def test_pools_devices_events_and_listeners(tmp_path):
@@ -29,13 +23,13 @@ def test_pools_devices_events_and_listeners(tmp_path):
         tel = Telemetry(None, interval=0.05, registry_root=root)
         tel.add_listener(seen.append)
         with tel:
-            assert _wait(lambda: tel.n_samples >= 3)
+            assert until(lambda: tel.n_samples >= 3)
             tel.mark("burst 0")
             pub.update(mapped=32 * MiB, used=30 * MiB)
-            assert _wait(lambda: tel.latest.pools["pool-a"].mapped == 32 * MiB)
+            assert until(lambda: tel.latest.pools["pool-a"].mapped == 32 * MiB)
             tel.mark("burst 1")
             pub.update(mapped=4 * MiB, used=0)
-            assert _wait(lambda: tel.latest.pools["pool-a"].mapped == 4 * MiB)
+            assert until(lambda: tel.latest.pools["pool-a"].mapped == 4 * MiB)
         n = tel.n_samples
         time.sleep(0.2)
         assert tel.n_samples == n and not tel.running  # stopped means stopped
@@ -69,10 +63,10 @@ def test_pool_gone_and_failing_listener(tmp_path):
     tel.add_listener(broken)
     with pytest.warns(RuntimeWarning, match="listener"):
         with tel:
-            assert _wait(lambda: tel.latest is not None and "short-lived" in tel.latest.pools)
+            assert until(lambda: tel.latest is not None and "short-lived" in tel.latest.pools)
             assert tel.latest.pools["short-lived"].pages is None
             pub.close()
-            assert _wait(lambda: "short-lived" not in tel.latest.pools)
+            assert until(lambda: "short-lived" not in tel.latest.pools)
     assert tel.n_samples >= 2 and not tel.errors  # sampling went on after the listener failed
 
 

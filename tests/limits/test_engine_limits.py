@@ -22,6 +22,7 @@ pytest.importorskip("vllm")
 from kvlab import limits, registry  # noqa: E402
 from tests.engines.vllm_batch import prompts  # noqa: E402
 from tests.engines.vllm_helpers import PeakResidency, resident_bytes  # noqa: E402
+from tests.waiting import until  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -54,13 +55,6 @@ def _kvlab(*args):
     return out.stdout
 
 
-def _until(predicate, timeout):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 @pytest.fixture
@@ -88,9 +82,9 @@ def test_limit_shrinks_an_idle_multiprocess_engine_and_unlimit_lets_it_grow(serv
         _burst(server, seed=1)
     assert sampled.peak > CHUNK + RESERVE, f"the burst peaked at {sampled.peak >> 20} MiB"
     # Idle after the burst: chunk 0 plus the reserve stay mapped.
-    assert _until(lambda: registry.read(server.pool_name, root).mapped == CHUNK + RESERVE, 10), \
+    assert until(lambda: registry.read(server.pool_name, root).mapped == CHUNK + RESERVE, 10), \
         registry.read(server.pool_name, root).as_dict()
-    assert _until(lambda: resident_bytes(*arena) == CHUNK + RESERVE, 10)
+    assert until(lambda: resident_bytes(*arena) == CHUNK + RESERVE, 10)
 
     # `kvlab ctl` and `kvlab top` see it, and the limit comes from that third process.
     listed = json.loads(_kvlab("ctl", "list", "--json"))
@@ -100,7 +94,7 @@ def test_limit_shrinks_an_idle_multiprocess_engine_and_unlimit_lets_it_grow(serv
     t0 = time.monotonic()
     _kvlab("ctl", "limit", server.pool_name, "24MiB", "--wait", "0")
     written = time.monotonic()  # the engine's second starts when the request is in its record
-    assert _until(lambda: resident_bytes(*arena) <= 24 * MiB, 1.0), \
+    assert until(lambda: resident_bytes(*arena) <= 24 * MiB, 1.0), \
         f"resident {resident_bytes(*arena) >> 20} MiB 1 s after the limit"
     print(f"idle engine shrank {(CHUNK + RESERVE) >> 20} -> 24 MiB resident {(time.monotonic() - written) * 1000:.0f} "
           f"ms after the limit was written ({(written - t0) * 1000:.0f} ms to run `kvlab ctl`)")
@@ -118,13 +112,13 @@ def test_limit_shrinks_an_idle_multiprocess_engine_and_unlimit_lets_it_grow(serv
     with PeakResidency(*arena) as sampled:
         _burst(server, seed=3)
     assert sampled.peak >= 64 * MiB  # free to grow again
-    assert _until(lambda: resident_bytes(*arena) == CHUNK + RESERVE, 10)
+    assert until(lambda: resident_bytes(*arena) == CHUNK + RESERVE, 10)
 
     # A limit lowered in the middle of a burst: no more growth from then on, the chunks in use go as
     # their requests finish, and every request still completes.
     with ThreadPoolExecutor(1) as ex:
         running = ex.submit(_burst, server, 4)
-        assert _until(lambda: resident_bytes(*arena) >= 48 * MiB, 60), "the burst did not grow"
+        assert until(lambda: resident_bytes(*arena) >= 48 * MiB, 60), "the burst did not grow"
         limits.set_limit(server.pool_name, "24MiB", wait=5)
         at_ack, busy = resident_bytes(*arena), not running.done()
         with PeakResidency(*arena) as after:
@@ -132,5 +126,5 @@ def test_limit_shrinks_an_idle_multiprocess_engine_and_unlimit_lets_it_grow(serv
     assert busy, "the burst ended before the limit was applied: nothing was tested"
     assert len(out) == len(BURST) and all(c["finish_reason"] == "length" for c in out)
     assert after.peak <= at_ack
-    assert _until(lambda: resident_bytes(*arena) <= 24 * MiB, 5)
+    assert until(lambda: resident_bytes(*arena) <= 24 * MiB, 5)
     print(f"limit lowered mid-burst at {at_ack >> 20} MiB resident: peak after it {after.peak >> 20} MiB")

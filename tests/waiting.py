@@ -1,0 +1,39 @@
+"""Polling helpers shared by tests that watch another process change something."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+
+def until(predicate: Callable[[], bool], timeout: float = 5.0, interval: float = 0.02) -> bool:
+    """True as soon as ``predicate()`` is; False if it is still false after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+    return True
+
+
+class PeakOf:
+    """Samples ``measure()`` every 10 ms in a thread while the ``with`` block runs; the largest value is ``.peak``."""
+
+    def __init__(self, measure: Callable[[], int]):
+        self.measure, self.peak = measure, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.measure())
+            self._stop.wait(0.01)
+
+    def __enter__(self) -> "PeakOf":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
