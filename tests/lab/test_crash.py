@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 
 import pytest
@@ -19,30 +18,23 @@ from kvlab.lab.process import group_pids, pid_alive, shm_files  # noqa: E402
 from kvlab.registry import list_records  # noqa: E402
 
 from .conftest import ENGINE_ARGS, wait_gone  # noqa: E402
+from .killing import KillAfter  # noqa: E402
 
 
 def test_engine_killed_mid_workload_keeps_partial_records(tiny_model):
     with Server(tiny_model, memory="static", progress=False, **ENGINE_ARGS) as server:
         pgid, burst = server.pgid, 4
 
-        def kill_during_second_burst():
-            # The API server logs "POST /v1/completions ... 200" as each stream opens: after 2 bursts'
-            # worth, the second burst is streaming (1.5 s of tokens on 2 cores) and gets killed.
-            deadline = time.monotonic() + 120
-            while server.log_path.read_text().count('"POST /v1/completions HTTP/1.1" 200') < 2 * burst:
-                if time.monotonic() > deadline:
-                    return
-                time.sleep(0.02)
-            time.sleep(0.2)
-            shm.update(f for f in shm_files(server.pids()) if f.startswith(("/dev/shm/psm_", "/dev/shm/sem.mp-")))
-            os.kill(server.pid, signal.SIGKILL)
-
         shm = set()
 
-        killer = threading.Thread(target=kill_during_second_burst, daemon=True)
-        killer.start()
+        def note_shm(srv):
+            shm.update(f for f in shm_files(srv.pids()) if f.startswith(("/dev/shm/psm_", "/dev/shm/sem.mp-")))
+
+        # In the second burst: the client saw the first burst's last request finish; 0.1 s later the second
+        # burst is sent, and 0.5 s into it (of ~1-1.5 s of tokens on 2 cores) the engine is killed.
+        killer = KillAfter(burst, 0.6, lambda: (note_shm(server), os.kill(server.pid, signal.SIGKILL)))
         with pytest.raises(EngineDied) as e:
-            run_workload(bursty(3, burst, pause=0.1, max_tokens=300, prompt_len=16), server)
+            run_workload(bursty(3, burst, pause=0.1, max_tokens=300, prompt_len=16), server, on_record=killer)
         killer.join(5)
         err = e.value
         assert "died" in str(err) and "during the workload" in str(err)

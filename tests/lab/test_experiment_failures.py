@@ -44,11 +44,11 @@ def test_engine_crash_mid_workload_keeps_measurements(tiny_model, tmp_path):
     exp = ElasticVsStatic(tiny_model, bursty(3, pause=0.5, **LOAD), memories=("elastic", "static"),
                           idle_before=1.0, idle_after=1.0, progress=False, **ENGINE_ARGS)
 
-    def kill_in_second_burst():
+    def kill_in_second_burst():  # the access log has a line per stream as it opens: 8 = the second burst
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             live = running()
-            if live and live[0].log_path.read_text().count('"POST /v1/completions HTTP/1.1" 200') >= 2 * 4:
+            if live and live[0].log_path.read_text().count('"POST /v1/completions HTTP/1.1" 200') >= 8:
                 time.sleep(0.3)
                 os.kill(live[0].pid, signal.SIGKILL)
                 return
@@ -64,13 +64,19 @@ def test_engine_crash_mid_workload_keeps_measurements(tiny_model, tmp_path):
     assert [s["name"] for s in r.setups] == ["elastic"]  # stopped there: static never started
     assert "EngineDied" in r.setups[0]["error"] and r.error == r.setups[0]["error"]
     req = r.requests
-    assert len(req) == 12 and (req.status == "ok").sum() == 4 and set(req[req.phase == 0].status) == {"ok"}
-    assert (req[req.phase == 1].status == "error").all()
+    # Where exactly the kill lands depends on the machine's speed; what must hold: the first burst was
+    # measured, something failed, and everything after the first failing burst failed too.
+    failed_phases = sorted(set(req[req.status == "error"].phase))
+    assert len(req) == 12 and set(req[req.phase == 0].status) == {"ok"} and failed_phases
+    first_failed = failed_phases[0]
+    assert set(req[req.phase >= first_failed].status) == {"error"}
+    assert set(req[req.phase < first_failed].status) == {"ok"}
+    n_errors = int((req.status == "error").sum())
     assert r.windows("elastic")[0] is not None  # the first burst's marker was kept
     assert len(r.series("elastic", "mem", r.setups[0]["servers"][0]["key"])) > 5  # memory up to the crash
     saved = Result.load(r.save(tmp_path / "crashed"))
     assert saved.error == r.error and len(saved.requests) == 12
-    assert saved.summary().loc[0, "errors"] == 8
+    assert saved.summary().loc[0, "errors"] == n_errors
     procs, pools = _left_behind(r)
     assert procs == [] and pools == set()  # the watchdog took the group; the dead pool's record was reaped
 
