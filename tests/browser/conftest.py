@@ -20,9 +20,8 @@ from pathlib import Path
 
 import pytest
 
-CHROMIUM = os.environ.get("KVLAB_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+from tests.chromium import browser  # noqa: F401  (the shared Chromium fixture)
+
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("KVLAB_TEST_ARTIFACTS", ROOT / "test-artifacts"))
 
@@ -123,19 +122,6 @@ def lab(tmp_path):
     server = Lab(root, tmp_path / "jupyter")
     yield server
     server.stop()
-
-
-# Per module, not per session: two sync_playwright() instances cannot be open at once in one thread,
-# and tests/ui and tests/browser each have their own fixture.
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no chromium at {CHROMIUM}: apt-get install -y chromium")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture

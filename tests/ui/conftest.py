@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import base64
 import mimetypes
-import os
 from pathlib import Path
 
 import pytest
 
-CHROMIUM = os.environ.get("KVLAB_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+from tests.chromium import browser  # noqa: F401  (the shared Chromium fixture)
+
 ROOT = Path(__file__).resolve().parents[2]
 FILES = {"static": ROOT / "kvlab" / "views" / "static", "ui": Path(__file__).resolve().parent}
 ORIGIN = "http://kvlab.test"
@@ -31,19 +29,6 @@ def _serve(route):
     if not file.is_file():
         return route.fulfill(status=404, body=f"no {path}")
     route.fulfill(body=file.read_bytes(), content_type=mimetypes.guess_type(file.name)[0] or "text/javascript")
-
-
-# Per module, not per session: two sync_playwright() instances cannot be open at once in one thread,
-# and tests/ui and tests/browser each have their own fixture.
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no chromium at {CHROMIUM}: apt-get install -y chromium")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture
