@@ -10,7 +10,7 @@ NATIVE := $(wildcard native/src/*.cpp native/src/*.h) native/CMakeLists.txt
 STAMP  := $(VENV)/.kvlab-installed
 BROWSER := $(VENV)/.chromium
 
-.PHONY: demo test test-gpu bench-vmm bench-dashboard clean
+.PHONY: demo test test-gpu bench-vmm bench-dashboard bench-gpu bench-gpu-report clean
 
 $(STAMP): pyproject.toml $(NATIVE)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,21 @@ test: $(STAMP) $(BROWSER)
 test-gpu:
 	$(PYTHON) -m pip install --quiet --no-build-isolation --no-deps -e .
 	$(PYTHON) -m pytest tests -m gpu -v
+
+# Issue 7's suite on the GPU machine (system Python with GPU vLLM 0.24-0.26 importable and, for its rows,
+# kvcached installed; see ../shared/device/README.md). Each script saves JSON under benchmarks/results/.
+GPU_RESULTS := benchmarks/results
+bench-gpu:
+	$(PYTHON) -m pip install --quiet --no-build-isolation --no-deps -e .
+	$(PYTHON) benchmarks/gpu_context.py --out $(GPU_RESULTS)/gpu_context_h100.json
+	$(PYTHON) benchmarks/gpu_growth.py --out $(GPU_RESULTS)/gpu_growth_h100.json
+	$(PYTHON) benchmarks/gpu_serving.py single --eager --out $(GPU_RESULTS)/gpu_serving_single_h100.json
+	$(PYTHON) benchmarks/gpu_serving.py multi --models 2 --eager --out $(GPU_RESULTS)/gpu_serving_multi2_h100.json
+	$(PYTHON) benchmarks/gpu_serving.py multi --models 3 --eager --out $(GPU_RESULTS)/gpu_serving_multi3_h100.json
+
+# The README's GPU table and plots, from the saved results (runs anywhere).
+bench-gpu-report: $(STAMP)
+	$(BIN)/python benchmarks/report_gpu.py
 
 bench-vmm: $(STAMP)
 	$(BIN)/kvlab bench vmm
