@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from kvlab import limits
+from kvlab import limits, sysinfo
 from kvlab.registry import PAGE_MAPPED, PAGE_USED, Record, RegistryError
 from kvlab.units import format_size
 
@@ -72,14 +72,8 @@ class Devices:
 
 
 def _host() -> dict:
-    info = {}
-    with open("/proc/meminfo", "rb") as f:
-        for line in f:
-            key, _, rest = line.partition(b":")
-            if key in (b"MemTotal", b"MemAvailable"):
-                info[key.decode()] = int(rest.split()[0]) * 1024
-    total = info.get("MemTotal", 0)
-    return {"total": total, "used": total - info.get("MemAvailable", total), "source": "meminfo", "name": "host"}
+    total, available = sysinfo.host_memory()
+    return {"total": total, "used": total - available, "source": "meminfo", "name": "host"}
 
 
 def _device_of(rec: Record, devices: dict[str, dict]) -> str:

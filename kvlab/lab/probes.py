@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import re
 
+from kvlab import sysinfo
+
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 # vLLM's Prometheus names: kv_cache_usage_perc since v1 (gpu_cache_usage_perc before it, kept
@@ -35,18 +37,8 @@ def rss(pid: int) -> int | None:
 
 def host_memory() -> tuple[int, int]:
     """(total, used) bytes of this host; used = MemTotal - MemAvailable, as ``free`` reports it."""
-    info = {}
-    fd = os.open("/proc/meminfo", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        head = os.read(fd, 512)  # MemTotal, MemFree, MemAvailable are the first three lines
-    finally:
-        os.close(fd)
-    for line in head.split(b"\n")[:3]:
-        key, _, rest = line.partition(b":")
-        if key in (b"MemTotal", b"MemAvailable"):
-            info[key] = int(rest.split()[0]) * 1024
-    total = info.get(b"MemTotal", 0)
-    return total, total - info.get(b"MemAvailable", total)
+    total, available = sysinfo.host_memory()
+    return total, total - available
 
 
 class Nvml:

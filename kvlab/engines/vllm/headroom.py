@@ -25,7 +25,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from kvlab import units
+from kvlab import sysinfo, units
 
 REFRESH = 0.25            # seconds between measurements (the watcher's cadence)
 GPU_HEADROOM = units.GiB  # default: kept free on a GPU for activations, CUDA contexts, other programs
@@ -73,16 +73,8 @@ def resolve_headroom(spec: str, total: int, is_cuda: bool) -> int:
 # ---- probes: (free, total) bytes of one device, or None when unknown ---------------------------------
 
 def host_memory() -> tuple[int, int]:
-    info = {}
-    with open("/proc/meminfo", "rb") as f:
-        for line in f:
-            key, _, rest = line.partition(b":")
-            if key in (b"MemTotal", b"MemAvailable"):
-                info[key] = int(rest.split()[0]) * 1024
-                if len(info) == 2:
-                    break
-    total = info.get(b"MemTotal", 0)
-    return info.get(b"MemAvailable", total), total
+    total, available = sysinfo.host_memory()
+    return available, total
 
 
 def _visible_cuda(index: int) -> str:
