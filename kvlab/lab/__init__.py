@@ -3,14 +3,15 @@
 >>> from kvlab.lab import Server, bursty, run_workload
 >>> with Server(model, memory="elastic") as s:
 ...     records = run_workload(bursty(n_bursts=3, burst_size=8, pause=5, max_tokens=64), s)
+
+The experiments and their Result need pandas (~0.3 s to import): they are exported lazily, so
+``from kvlab.lab import Server`` does not pay for them.
 """
 
 from .client import Client, RequestRecord
 from .errors import (EngineDied, InvalidEngineArgs, LabError, ModelNotFound, PortInUse, RunInterrupted,
                      ServerError, StartTimeout, TraceError, UnsupportedSetup, WorkloadError)
-from .experiments import ElasticVsStatic, ExperimentFailed, MultiModel
 from .fleet import Fleet
-from .result import Result
 from .runner import arun_workload, run_workload
 from .server import Server, running, stop_all
 from .telemetry import DeviceSample, PoolSample, Sample, Telemetry
@@ -26,3 +27,18 @@ __all__ = [
     "LabError", "ServerError", "EngineDied", "InvalidEngineArgs", "ModelNotFound", "PortInUse",
     "StartTimeout", "UnsupportedSetup", "WorkloadError", "TraceError", "RunInterrupted",
 ]
+
+_LAZY = {"ElasticVsStatic": "experiments", "MultiModel": "experiments", "ExperimentFailed": "experiments",
+         "Result": "result"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'kvlab.lab' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

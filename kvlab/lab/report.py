@@ -12,7 +12,8 @@ import html
 import json
 from pathlib import Path
 
-MiB = float(1 << 20)
+from kvlab.units import MiB
+
 
 
 def _memory_series(result) -> list[tuple[str, str, str, object]]:
@@ -20,10 +21,11 @@ def _memory_series(result) -> list[tuple[str, str, str, object]]:
     out = []
     for setup in result.setups:
         for srv in setup["servers"]:
-            metric = "mem"
-            if result.kind == "MultiModel" and not result.series(setup["name"], "kv_mapped", srv["key"]).empty:
-                metric = "kv_mapped"
-            s = result.series(setup["name"], metric, srv["key"])
+            s = result.series(setup["name"], "mem", srv["key"])
+            if result.kind == "MultiModel":  # a model's own pool, where it has one, rather than its processes
+                kv = result.series(setup["name"], "kv_mapped", srv["key"])
+                if not kv.empty:
+                    s = kv
             s = s.assign(value=s["value"] / MiB)
             label = srv["key"] if result.kind == "MultiModel" else setup["name"]
             out.append((setup["name"], srv["key"], label, s))
@@ -112,18 +114,20 @@ def _latency_groups(result) -> list[tuple[str, object]]:
     return out
 
 
-def write_html(result, path: Path) -> None:
-    """One self-contained page: metadata, summary table, both figures (plotly.js embedded once)."""
+def write_html(result, path: Path, table=None) -> None:
+    """One self-contained page: metadata, summary table, both figures (plotly.js embedded once).
+    ``table``: ``result.summary()`` if the caller already has it."""
     import plotly.io as pio
 
+    table = result.summary() if table is None else table
     figs = plotly_figures(result)
     parts = [pio.to_html(fig, full_html=False, include_plotlyjs=(i == 0)) for i, fig in enumerate(figs.values())]
-    summary = result.summary().to_html(float_format=lambda v: f"{v:,.1f}", na_rep="", index=False)
+    summary = table.to_html(float_format=lambda v: f"{v:,.1f}", na_rep="", index=False)
     errors = "".join(f"<p class=err><b>{html.escape(s['name'])} failed:</b> {html.escape(str(s['error']))}</p>"
                      for s in result.setups if s.get("error"))
     meta = html.escape(json.dumps(result.meta, indent=2, default=str))
     sources = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>"
-                      for k, v in result.summary().attrs.get("sources", {}).items())
+                      for k, v in table.attrs.get("sources", {}).items())
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>kvlab {result.kind}</title>
 <style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse;font-size:12px}}
 td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}} .err{{color:#b00}} pre{{font-size:11px}}</style>

@@ -28,10 +28,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from kvlab.results import write_json_atomic
+from kvlab.units import MiB
+
 from . import report
 
 FORMAT = 1
-MiB = float(1 << 20)
 SOURCES = {
     "cpu": "RSS of the engine's process tree (/proc/PID/statm)",
     "gpu": "NVML per-process GPU memory of the engine's processes",
@@ -159,13 +161,14 @@ class Result:
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
         try:
+            table = self.summary()
             doc = {"format": FORMAT, "kind": self.kind, "meta": self.meta, "setups": self.setups,
-                   "summary": json.loads(self.summary().to_json(orient="records"))}
-            (tmp / "result.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
+                   "summary": json.loads(table.to_json(orient="records"))}
+            write_json_atomic(tmp / "result.json", doc)
             self.timeline.to_parquet(tmp / "timeline.parquet", index=False)
             self.events.to_parquet(tmp / "events.parquet", index=False)
             self.requests.to_parquet(tmp / "requests.parquet", index=False)
-            report.write_html(self, tmp / "report.html")
+            report.write_html(self, tmp / "report.html", table)
             report.write_pngs(self, tmp)
             if dest.exists():
                 old = dest.with_name(f".{dest.name}.old-{secrets.token_hex(3)}")
