@@ -24,7 +24,7 @@ from pathlib import Path
 import ipywidgets as widgets
 import numpy as np
 
-from .controls import LimitControl, fmt_bytes
+from .controls import LimitControl
 from .latency import LatencyView
 from .pagemap import IN_USE, MAPPED_FREE, UNMAPPED, PageMap
 from .timeline import MemoryTimeline
@@ -210,10 +210,10 @@ class Dashboard(widgets.VBox):
         self._live = set(pools)
         usage.update(self._process_bytes(sample))
         self.timeline.append(sample.t, usage, total=self._total_of(sample, pools))
-        events = list(self.telemetry.events)
-        for t, label in events[self._n_events:]:
+        new = self.telemetry.events[self._n_events:]  # only the events since the last sample, not a full copy
+        for t, label in new:
             self.timeline.mark(t, label)
-        self._n_events = len(events)
+        self._n_events += len(new)
         self._lines = self._engine_lines(sample)
         text = self._header(self._lines)
         if text != self._header_text:
@@ -284,4 +284,4 @@ def _registry_pools() -> list[str]:
     return [r.name for r in list_records()]
 
 
-__all__ = ["Dashboard", "servers_of", "fmt_bytes"]
+__all__ = ["Dashboard", "servers_of"]
