@@ -17,6 +17,13 @@ def until(predicate: Callable[[], bool], timeout: float = 5.0, interval: float =
     return True
 
 
+def wait_for(predicate: Callable[[], bool], timeout: float = 5.0, what: str = "condition",
+             interval: float = 0.02) -> None:
+    """``until``, failing the test with what it waited for when the time runs out."""
+    if not until(predicate, timeout, interval):
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
 class PeakOf:
     """Samples ``measure()`` every 10 ms in a thread while the ``with`` block runs; the largest value is ``.peak``."""
 

@@ -12,6 +12,7 @@ import pytest
 
 pytest.importorskip("anywidget")
 from kvlab.registry import PAGE_MAPPED, PAGE_UNMAPPED, PAGE_USED, Publisher  # noqa: E402
+from tests.waiting import wait_for  # noqa: E402
 
 PAGE = 2 << 20
 PAGES = 64
@@ -46,15 +47,6 @@ def dash(cap, coalescer, servers, pools):
     d = Dashboard(servers, interval=0.05, coalescer=coalescer)
     yield d
     d.close()
-
-
-def wait_for(cond, timeout=5.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def front_state(cap, widget, coalescer):

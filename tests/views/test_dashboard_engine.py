@@ -6,24 +6,15 @@ latency view, and a limit typed into the pool's row is applied by the engine and
 """
 
 import threading
-import time
 
 import numpy as np
 import pytest
+from tests.waiting import wait_for  # noqa: E402
 
 pytest.importorskip("anywidget")
 pytest.importorskip("vllm")
 
 ENGINE_ARGS = dict(max_model_len=512, kv_cache_memory_bytes=64 << 20, max_num_seqs=16)
-
-
-def wait_for(cond, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def front_pages(cap, coalescer, dash) -> bytes:

@@ -1,6 +1,5 @@
 """PageMap on the Python side: what goes into the traits, and a live view of a real Arena."""
 
-import time
 
 import numpy as np
 import pytest
@@ -8,15 +7,7 @@ import pytest
 pytest.importorskip("anywidget", reason="kvlab.views needs anywidget (pip install anywidget ipywidgets)")
 
 from kvlab.views import IN_USE, MAPPED_FREE, UNMAPPED, PageMap
-
-
-def wait_for(cond, timeout=2.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return False
+from tests.waiting import until  # noqa: E402
 
 
 def test_states_travel_as_one_byte_per_page(cap, coalescer):
@@ -71,14 +62,14 @@ def test_from_arena_follows_map_and_unmap(cap, coalescer):
         pm = PageMap.from_arena(arena, name="kv", interval_s=0.02, coalescer=coalescer)
         assert pm.counts("kv")["unmapped"] == arena.n_pages == 32
         arena.map(range(4, 12))
-        assert wait_for(lambda: pm.states.get("kv", b"")[4:12] == bytes([IN_USE] * 8))
+        assert until(lambda: pm.states.get("kv", b"")[4:12] == bytes([IN_USE] * 8), 2.0, 0.01)
         arena.unmap(range(4, 8))
         want = bytes([0] * 8 + [IN_USE] * 4 + [0] * 20)
-        assert wait_for(lambda: pm.states["kv"] == want)
+        assert until(lambda: pm.states["kv"] == want, 2.0, 0.01)
         # and a front end got it (the message leaves just after the trait is set: wait for it too)
-        assert wait_for(lambda: cap.state(pm.comm.comm_id)["states"]["kv"] == want)
+        assert until(lambda: cap.state(pm.comm.comm_id)["states"]["kv"] == want, 2.0, 0.01)
         assert pm.infos["kv"]["page_size"] == arena.page_size
-    assert wait_for(lambda: pm.infos["kv"].get("label") == "closed" and not pm._samplers[0].active)
+    assert until(lambda: pm.infos["kv"].get("label") == "closed" and not pm._samplers[0].active, 2.0, 0.01)
     assert pm.states["kv"] == bytes(32)
     pm.close()
     assert not pm._samplers
