@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import os
 import re
+import time
 
 from kvlab import sysinfo
+from kvlab.registry.errors import RecordBusy
+from kvlab.registry.store import live_names, record_path
+from kvlab.registry.view import View
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -119,16 +123,10 @@ class PoolReader:
         self._scanned = -1e9
 
     def read(self) -> list:
-        import time
-
-        from kvlab.registry.errors import RecordBusy
-        from kvlab.registry.store import list_records, record_path
-        from kvlab.registry.view import View
-
         now = time.monotonic()
         if now - self._scanned >= self.rescan:
             self._scanned = now
-            names = {r.name for r in list_records(self.root)}
+            names = set(live_names(self.root))  # the records are snapshotted below, once
             for name in set(self._views) - names:
                 self._views.pop(name).close()
             for name in names - set(self._views):

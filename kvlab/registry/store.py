@@ -142,6 +142,12 @@ def list_records(root: str | os.PathLike | None = None, timeout: float = 0.2) ->
     return out
 
 
+def live_names(root: str | os.PathLike | None = None) -> list[str]:
+    """Names of the live, readable pools (dead owners' records reaped on the way), without snapshotting them:
+    for readers that keep records open and snapshot them themselves."""
+    return [name for name, view in _scan(root) if view is not None]
+
+
 def read(name: str, root: str | os.PathLike | None = None, timeout: float = 0.5) -> Record:
     with _open_live(name, root) as view:
         return view.snapshot(timeout)
