@@ -22,6 +22,7 @@ import time
 
 from kvlab import registry, units
 from kvlab.registry import Control, InvalidSize, LimitBelowMinimum, PoolNotFound, Record, RegistryError
+from kvlab.registry.publisher import short_model
 
 __all__ = ["list_pools", "pools_of", "set_limit", "set_min", "unlimit", "limit_of", "AmbiguousTarget"]
 
@@ -33,10 +34,6 @@ class AmbiguousTarget(RegistryError, LookupError):
 def list_pools(root: str | os.PathLike | None = None) -> list[Record]:
     """Every live pool, by name (dead owners' records are reaped on the way)."""
     return sorted(registry.list_records(root), key=lambda r: r.name)
-
-
-def _short(model: str) -> str:
-    return model.rstrip("/").rsplit("/", 1)[-1]
 
 
 def pools_of(target, root: str | os.PathLike | None = None) -> list[Record]:
@@ -52,7 +49,7 @@ def pools_of(target, root: str | os.PathLike | None = None) -> list[Record]:
     by_name = [p for p in pools if p.name == target]
     if by_name:
         return by_name
-    by_model = [p for p in pools if p.model == target] or [p for p in pools if _short(p.model) == target]
+    by_model = [p for p in pools if p.model == target] or [p for p in pools if short_model(p.model) == target]
     models = sorted({p.model for p in by_model})
     if len(models) > 1:
         raise AmbiguousTarget(f"{target!r} names pools of several models: "

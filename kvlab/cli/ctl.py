@@ -22,6 +22,7 @@ import time
 
 from kvlab import limits
 from kvlab.registry import Record, RegistryError
+from kvlab.registry.publisher import short_model
 from kvlab.units import format_size
 
 _NEGATIVE_SIZE = re.compile(r"^-(\d+\.?\d*|\.\d+)\s*[A-Za-z%]*$")
@@ -51,7 +52,7 @@ def add_parser(sub) -> None:
 
 
 def table(pools: list[Record]) -> str:
-    rows = [COLUMNS] + [(p.name, p.model.rstrip("/").rsplit("/", 1)[-1], str(p.pid), p.device,
+    rows = [COLUMNS] + [(p.name, short_model(p.model), str(p.pid), p.device,
                          format_size(p.mapped), format_size(p.used), format_size(p.retained), format_size(p.limit),
                          format_size(p.min), format_size(p.capacity)) for p in pools]
     widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]

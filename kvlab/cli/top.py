@@ -22,6 +22,7 @@ import numpy as np
 
 from kvlab import limits, sysinfo
 from kvlab.registry import PAGE_MAPPED, PAGE_USED, Record, RegistryError
+from kvlab.registry.publisher import short_model
 from kvlab.units import format_size
 
 PAGE_CHARS = {0: "·", PAGE_MAPPED: "▒", PAGE_USED: "█"}
@@ -195,7 +196,7 @@ def _device_table(key: str, dev: dict | None, pools: list[dict], map_width: int)
     for col in ("model", "pid", "memory", "used", "mapped", "limit", "min", "pages", "map/s", "unmap/s"):
         t.add_column(col, no_wrap=True, overflow="ellipsis")
     for p in sorted(pools, key=lambda p: p["name"]):
-        t.add_row(p["name"], p["model"].rstrip("/").rsplit("/", 1)[-1][:20], _pid(p), bar(p, 16),
+        t.add_row(p["name"], short_model(p["model"])[:20], _pid(p), bar(p, 16),
                   format_size(p["used"]), format_size(p["mapped"]), _limit(p), format_size(p["min"]),
                   page_map(p["pages"], map_width), _rate(p["map_rate"]), _rate(p["unmap_rate"]))
     return t

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import httpx
 
+from kvlab.registry.publisher import slug
+
 from . import engine, ports, startlog
 from .errors import EngineDied, InvalidEngineArgs, PortInUse, ServerError, StartTimeout
 from .process import EngineProcess
@@ -309,8 +311,7 @@ class Server:
 
 def _pool_name(name: str, port: int | None) -> str:
     """``<server name>-<port or random>``, a valid registry name (letters, digits, '.', '_', '-')."""
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-._")[:48] or "pool"
-    return f"{slug}-{port if port else secrets.token_hex(3)}"
+    return f"{slug(name, 48)}-{port if port else secrets.token_hex(3)}"
 
 
 def _engine_code(code: int | None) -> int | None:

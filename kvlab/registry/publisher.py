@@ -25,10 +25,19 @@ _COUNTERS = ("mapped", "used", "retained", "min", "n_maps", "n_unmaps", "control
 _live: "weakref.WeakSet[_Owned]" = weakref.WeakSet()
 
 
+def short_model(model: str) -> str:
+    """A model's last path component ("/models/qwen2-tiny/" -> "qwen2-tiny"), as listings show it."""
+    return model.rstrip("/").rsplit("/", 1)[-1]
+
+
+def slug(text: str, width: int) -> str:
+    """``text`` as the start of a valid record name (letters, digits, '.', '_', '-'), at most ``width`` long."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-._")[:width] or "pool"
+
+
 def default_name(model: str, pid: int) -> str:
     """``<model>-<pid>-<random>``: readable in `kvlab ctl list`, and unique across engines and pid reuse."""
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", model.rstrip("/").rsplit("/", 1)[-1]).strip("-._")[:40]
-    return f"{slug or 'pool'}-{pid}-{secrets.token_hex(2)}"
+    return f"{slug(short_model(model), 40)}-{pid}-{secrets.token_hex(2)}"
 
 
 class _Owned:

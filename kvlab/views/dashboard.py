@@ -19,10 +19,11 @@ import logging
 import threading
 import time
 import weakref
-from pathlib import Path
 
 import ipywidgets as widgets
 import numpy as np
+
+from kvlab.registry.publisher import short_model
 
 from .controls import LimitControl
 from .latency import LatencyView
@@ -275,7 +276,7 @@ class Dashboard(widgets.VBox):
 
 
 def _short(model: str) -> str:
-    return Path(str(model).rstrip("/")).name or str(model)
+    return short_model(str(model)) or str(model)
 
 
 def _registry_pools() -> list[str]:
