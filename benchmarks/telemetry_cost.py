@@ -29,9 +29,9 @@ from kvlab.lab import Telemetry
 from kvlab.lab.process import group_pids
 from kvlab.registry import Publisher
 from kvlab.results import write_json_atomic
-from kvlab.sysinfo import environment, package_version
+from kvlab.sysinfo import environment_or_error, package_version
+from kvlab.units import MiB
 
-MiB = 1 << 20
 PAGES = 4096
 
 
@@ -116,7 +116,7 @@ def main() -> int:
         "cpu_ms_per_sample": round(1000 * tel.cpu_seconds / max(tel.n_samples, 1), 3),
         "server_memory_columns": procs,
         "errors": tel.errors,
-        "environment": environment_safe(),
+        "environment": environment_or_error(),
         "pandas": package_version("pandas"),
     }
     stamp = time.strftime("%Y%m%dT%H%M%S")
@@ -124,13 +124,6 @@ def main() -> int:
     print(f"sampler at {args.hz:g} Hz: {result['share_of_one_core']:.3%} of one core "
           f"({result['cpu_ms_per_sample']} ms CPU per sample, {tel.n_samples} samples) -> {path}")
     return 0
-
-
-def environment_safe() -> dict:
-    try:
-        return environment()
-    except Exception as e:  # the native module (CUDA summary) may be missing: keep the rest
-        return {"error": f"{type(e).__name__}: {e}"}
 
 
 if __name__ == "__main__":

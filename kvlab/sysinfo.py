@@ -79,3 +79,12 @@ def environment() -> dict:
         },
         "cuda": cuda_summary(),
     }
+
+
+def environment_or_error() -> dict:
+    """``environment()``, or what went wrong instead: for results that must be saved even where the CUDA
+    summary (which needs kvlab's native module) cannot be had."""
+    try:
+        return environment()
+    except Exception as e:
+        return {"error": f"{type(e).__name__}: {e}"}

@@ -201,12 +201,9 @@ def _records_frame(records, setup: str) -> pd.DataFrame:
 
 
 def _environment() -> dict:
-    from kvlab.sysinfo import environment, package_version
+    from kvlab.sysinfo import environment_or_error, package_version
 
-    try:
-        env = environment()
-    except Exception as e:  # the CUDA summary needs kvlab's native module: keep the rest
-        env = {"error": f"{type(e).__name__}: {e}"}
+    env = environment_or_error()
     env.setdefault("versions", {})["pandas"] = package_version("pandas")
     return env
 

@@ -18,8 +18,7 @@ import threading
 import ipywidgets as widgets
 
 from kvlab.registry import RegistryError
-
-MiB = 1 << 20
+from kvlab.units import MiB
 
 
 def fmt_bytes(n: int | None) -> str:
