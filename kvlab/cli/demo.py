@@ -27,9 +27,7 @@ def plan(model: str | None, quick: bool):
 
     from kvlab.lab import defaults
 
-    setup = defaults.choose()
-    if quick:
-        setup = replace(setup, quick=True, load=defaults.CPU_QUICK if setup.device == "cpu" else defaults.GPU_QUICK)
+    setup = defaults.choose(quick_mode=True if quick else None)  # --quick, else KVLAB_QUICK decides
     if model is not None:
         setup = replace(setup, model=model, source="given", reason="--model")
     return setup
@@ -42,8 +40,7 @@ def run(args) -> int:
     setup = plan(args.model, args.quick)
     out = Path(args.out)
     _err(f"kvlab demo\n{setup}")
-    common = dict(idle_before=getattr(setup.load, "idle_before", 3.0),
-                  idle_after=getattr(setup.load, "idle_after", 5.0), progress=True, **setup.engine_args)
+    common = setup.experiment_kw(progress=True)
     models = setup.models(2)
     experiments = [
         ("elastic-vs-static", ElasticVsStatic(setup.model, setup.bursty(), **common)),

@@ -167,11 +167,12 @@ def engine_args(device: str) -> dict:
     return dict(max_model_len=4096, gpu_memory_utilization=0.4, max_num_seqs=64, enforce_eager=True)
 
 
-def choose(device: str | None = None, allow_hub: bool = True) -> Setup:
-    """Model, device, engine arguments and load for this machine (see the module docstring)."""
+def choose(device: str | None = None, allow_hub: bool = True, quick_mode: bool | None = None) -> Setup:
+    """Model, device, engine arguments and load for this machine (see the module docstring).
+    ``quick_mode``: the short load; None reads ``KVLAB_QUICK``."""
     device = device or resolve_device(None)
     model, source, reason = pick_model(device, allow_hub=allow_hub)
-    is_quick = quick()
+    is_quick = quick() if quick_mode is None else quick_mode
     if device == "cpu":
         load = CPU_QUICK if is_quick else CPU_LOAD
     else:
