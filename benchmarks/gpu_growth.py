@@ -44,33 +44,25 @@ def block_bytes_per_layer(geometry: str) -> int:
     return 2 * BLOCK_TOKENS * heads * dim * DTYPE_BYTES
 
 
-def _cuda_sync() -> None:
-    import torch
-
-    torch.cuda.synchronize()
-
-
 def run_kvlab(geometry: str, total: int, step: int, repeats: int, page_size: int) -> dict:
     import numpy as np
 
     from kvlab.memory import Arena
 
     layers = GEOMETRIES[geometry][0]
-    per_layer_step = step // layers
-    region = total // layers
     n_steps = total // step
-    region = -(-region // page_size) * page_size
-    pages_per_step = -(-per_layer_step // page_size)
-    arena = Arena(region * layers, device="cuda:0", page_size=page_size)
+    region = -(-(total // layers) // page_size) * page_size  # one layer's KV, in whole pages
+    pages_per_step = -(-(step // layers) // page_size)
     pages_per_region = region // page_size
+    steps = []  # each step: the next pages of every layer's region, mapped in one call
+    for s in range(n_steps):
+        first = s * pages_per_step
+        idx = np.arange(first, min(first + pages_per_step, pages_per_region))
+        steps.append(np.concatenate([idx + layer * pages_per_region for layer in range(layers)]))
+    arena = Arena(region * layers, device="cuda:0", page_size=page_size)
     grow, shrink = [], []
     try:
         for _ in range(repeats):
-            steps = []
-            for s in range(n_steps):
-                first = s * pages_per_step
-                idx = np.arange(first, min(first + pages_per_step, pages_per_region))
-                steps.append(np.concatenate([idx + layer * pages_per_region for layer in range(layers)]))
             arena.pool.trim(0)
             t0 = time.perf_counter()
             for pages in steps:
