@@ -209,10 +209,7 @@ class Telemetry:
                 delay = next_at - time.monotonic()
                 if delay < 0:  # fell behind (a suspended process): skip the missed ticks, no burst of samples
                     next_at, delay = time.monotonic(), 0.0
-                if self._stop.wait(delay):
-                    self._sample_once()  # the last row is taken at stop()
-                    self.cpu_seconds = time.thread_time() - c0
-                    break
+                self._stop.wait(delay)  # woken by stop(): the loop takes the last row, then ends
         finally:
             self.cpu_seconds = time.thread_time() - c0
 
