@@ -103,19 +103,16 @@ class LimitControl(widgets.HBox):
             self._capacity, self._enforced = capacity, limit
             if changed and not first:
                 self._asked = None  # the engine acted on the last request
-        if first:
-            top = max(1, -(-capacity // MiB))
-            self._pushed = top if limit is None else min(top, limit // MiB)
-            with self.slider.hold_sync():
+        if not changed:
+            return
+        top = max(1, -(-capacity // MiB))  # the slider's max (set at the first readback; capacity is fixed)
+        self._pushed = top if limit is None else min(top, limit // MiB)
+        with self.slider.hold_sync():
+            if first:
                 self.slider.max = top
-                self.slider.value = self._pushed
                 self.slider.disabled = False
-        elif changed:
-            top = self.slider.max
-            self._pushed = top if limit is None else min(top, limit // MiB)
             self.slider.value = self._pushed
-        if changed:
-            self._show()
+        self._show()
 
     def _show(self) -> None:
         with self._lock:
