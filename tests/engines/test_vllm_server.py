@@ -119,6 +119,7 @@ def test_openai_server_serves_from_elastic_memory(server, tiny_model, static_ref
         time.sleep(0.1)
     after = resident_bytes(*arena)
     stats = _post(base + "/collective_rpc", {"method": "kvlab_stats"})["results"][0]
-    assert stats["peak_mapped_bytes"] >= idle + 2 * stats["chunk_bytes"] and sampled.peak > idle
+    assert stats["peak_mapped_bytes"] >= idle + 2 * stats["chunk_bytes"]
+    assert sampled.peak > idle, f"no growth seen in {sampled.samples} readings of the worker's arena"
     assert after == stats["mapped_bytes"] <= idle + reserve, "memory did not return within 10 s of the burst"
     assert "kvlab: elastic KV cache" in log_path.read_text()

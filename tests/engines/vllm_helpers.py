@@ -10,6 +10,7 @@ os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
 import psutil  # noqa: E402
+from tests import residency
 from tests.waiting import PeakOf
 
 
@@ -48,17 +49,8 @@ def rss() -> int:
 
 
 def resident_bytes(pid: int, start: int, length: int) -> int:
-    """Resident bytes of ``pid``'s memory in [start, start + length), from the kernel (/proc/PID/smaps)."""
-    total, overlap = 0, 0
-    with open(f"/proc/{pid}/smaps") as f:
-        for line in f:
-            head = line.split(None, 1)[0]
-            if "-" in head and not head.endswith(":"):
-                lo, hi = (int(x, 16) for x in head.split("-"))
-                overlap = max(0, min(hi, start + length) - max(lo, start))
-            elif head == "Rss:" and overlap:
-                total += int(line.split()[1]) * 1024  # the arena's VMAs lie inside the range
-    return total
+    """Resident bytes of ``pid``'s memory in [start, start + length), from the kernel's page tables."""
+    return residency.resident_bytes(start, length, pid)
 
 
 class PeakResidency(PeakOf):
