@@ -16,19 +16,8 @@ import warnings
 
 from .client import Client, RequestRecord
 from .errors import EngineDied, RunInterrupted, WorkloadError
+from .targets import flatten
 from .workloads import Request, Workload
-
-
-def _flatten(targets) -> list:
-    if isinstance(targets, (list, tuple)):
-        out = []
-        for t in targets:
-            out += _flatten(t)
-        return out
-    servers = getattr(targets, "servers", None)  # a Fleet
-    if servers is not None and not isinstance(targets, Client):
-        return _flatten(list(servers))
-    return [targets]
 
 
 def _as_client(target, concurrency: int | None) -> Client:
@@ -72,7 +61,7 @@ async def arun_workload(workload, targets, *, concurrency: int | None = None, on
     reqs = workload.requests() if isinstance(workload, Workload) else list(workload)
     if not all(isinstance(r, Request) for r in reqs):
         raise WorkloadError("a workload must be a Workload or a list of Request")
-    clients = [_as_client(t, concurrency) for t in _flatten(targets)]
+    clients = [_as_client(t, concurrency) for t in flatten(targets)]
     if not clients:
         raise WorkloadError("no targets to send requests to")
     which = [_resolve(r, i, clients) for i, r in enumerate(reqs)]  # every target checked before sending

@@ -32,6 +32,7 @@ from typing import Callable
 import numpy as np
 
 from . import probes
+from .targets import flatten, require
 
 # Seconds between rescans of a server's process group: a /proc scan costs ~2.5 ms here, and an
 # engine's processes are fixed once it is up (a pid that vanishes triggers a rescan at once).
@@ -72,19 +73,6 @@ class Sample:
     engines: dict[str, dict[str, float]]  # server key -> latest /metrics values (kv_usage, running, waiting)
 
 
-def _servers(targets) -> list:
-    if targets is None:
-        return []
-    if isinstance(targets, (list, tuple)):
-        return [s for t in targets for s in _servers(t)]
-    inner = getattr(targets, "servers", None)  # a Fleet
-    if inner is not None:
-        return _servers(list(inner))
-    if hasattr(targets, "pids") and hasattr(targets, "url"):
-        return [targets]
-    raise TypeError(f"telemetry targets must be Servers, a Fleet, a list of them or None, got {targets!r}")
-
-
 def server_keys(servers) -> list[str]:
     """Column keys: each server's name, made unique (``name#2``) when two servers share one."""
     keys, seen = [], {}
@@ -103,7 +91,8 @@ class Telemetry:
             raise ValueError(f"interval must be between 0.01 and 3600 seconds, got {interval!r}")
         if not (isinstance(metrics_interval, (int, float)) and (metrics_interval == 0 or metrics_interval >= 0.1)):
             raise ValueError(f"metrics_interval must be 0 (off) or >= 0.1 seconds, got {metrics_interval!r}")
-        self.servers = _servers(targets)
+        self.servers = require(flatten(targets), ("pids", "url"),
+                               "telemetry targets must be Servers, a Fleet, a list of them or None")
         self.keys = server_keys(self.servers)
         self.interval, self.metrics_interval, self.pages = float(interval), float(metrics_interval), pages
         self.registry_root = registry_root

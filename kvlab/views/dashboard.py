@@ -23,6 +23,7 @@ import weakref
 import ipywidgets as widgets
 import numpy as np
 
+from kvlab.lab.targets import flatten, require
 from kvlab.registry.publisher import short_model
 
 from .controls import LimitControl
@@ -47,19 +48,6 @@ def _page_lut() -> np.ndarray:
     return lut
 
 
-def servers_of(target) -> list:
-    """The servers behind a Server, a Fleet, a list of them, or None (none: every pool in the registry)."""
-    if target is None:
-        return []
-    if isinstance(target, (list, tuple)):
-        return [s for t in target for s in servers_of(t)]
-    if hasattr(target, "servers"):  # a Fleet (or an experiment's setup) exposes .servers
-        return servers_of(list(target.servers))
-    if hasattr(target, "url") and hasattr(target, "name"):
-        return [target]
-    raise TypeError(f"a Dashboard watches a Server, a Fleet or a list of Servers, got {target!r}")
-
-
 class Dashboard(widgets.VBox):
     """PageMap + MemoryTimeline + LatencyView (+ one limit row per elastic pool) for ``target``.
 
@@ -77,7 +65,8 @@ class Dashboard(widgets.VBox):
                  total: str | None = "auto", window: int = 600, coalescer=None):
         if total not in TOTALS:
             raise ValueError(f"total={total!r}: use one of {TOTALS}")
-        self.servers = servers_of(target)
+        self.servers = require(flatten(target), ("url", "name"),
+                               "a Dashboard watches a Server, a Fleet or a list of Servers")
         # Made (not started) before any widget: bad arguments leave no comm open behind.
         self._owns_telemetry = telemetry is None
         if telemetry is None:
@@ -285,4 +274,4 @@ def _registry_pools() -> list[str]:
     return [r.name for r in list_records()]
 
 
-__all__ = ["Dashboard", "servers_of"]
+__all__ = ["Dashboard"]
