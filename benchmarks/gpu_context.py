@@ -19,24 +19,24 @@ CHILD = {
 
 
 def main() -> None:
-    import pynvml
-
+    from kvlab.nvml import Nvml
     from kvlab.results import write_json_atomic
     from kvlab.sysinfo import environment
 
     p = argparse.ArgumentParser()
     p.add_argument("--out", default="benchmarks/results/gpu_context_h100.json")
     args = p.parse_args()
-    pynvml.nvmlInit()
-    h = pynvml.nvmlDeviceGetHandleByIndex(0)
+    nv = Nvml.open()
+    if nv is None:
+        raise SystemExit("gpu_context needs an NVIDIA GPU and nvidia-ml-py (NVML)")
     rows = {}
     for name, code in CHILD.items():
-        base = pynvml.nvmlDeviceGetMemoryInfo(h).used
+        base = nv.memory(0)[1]
         proc = subprocess.Popen([sys.executable, "-c", code + "; print('ready', flush=True); import time; time.sleep(30)"],
                                 stdout=subprocess.PIPE, text=True)
         proc.stdout.readline()
         time.sleep(0.5)
-        rows[name] = (pynvml.nvmlDeviceGetMemoryInfo(h).used - base) / 2**20
+        rows[name] = (nv.memory(0)[1] - base) / 2**20
         proc.kill()
         proc.wait()
         time.sleep(1)

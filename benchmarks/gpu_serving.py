@@ -34,10 +34,11 @@ class VramSampler:
     """Device memory used (NVML) over time, in a thread, relative to a baseline taken at construction."""
 
     def __init__(self, index: int = 0, interval: float = 0.1):
-        import pynvml
+        from kvlab.nvml import Nvml
 
-        pynvml.nvmlInit()
-        self._nvml, self._h = pynvml, pynvml.nvmlDeviceGetHandleByIndex(index)
+        self._nvml, self._index = Nvml.open(), index
+        if self._nvml is None:
+            raise SystemExit("gpu_serving needs an NVIDIA GPU and nvidia-ml-py (NVML)")
         self.base = self.used_abs()
         self.samples: list[tuple[float, int]] = []
         self._stop = threading.Event()
@@ -45,7 +46,7 @@ class VramSampler:
         self._t.start()
 
     def used_abs(self) -> int:
-        return int(self._nvml.nvmlDeviceGetMemoryInfo(self._h).used)
+        return self._nvml.memory(self._index)[1]
 
     def used(self) -> int:
         return self.used_abs() - self.base

@@ -23,11 +23,15 @@ MAX_TOKENS = 32
 
 
 def _vram() -> int:
-    import pynvml
+    from kvlab.nvml import Nvml
 
-    pynvml.nvmlInit()
-    h = pynvml.nvmlDeviceGetHandleByIndex(int(os.environ.get("KVLAB_GPU", "0")))
-    return pynvml.nvmlDeviceGetMemoryInfo(h).used
+    nv = Nvml.open()
+    if nv is None:
+        raise SystemExit("vllm_elastic_gpu needs an NVIDIA GPU and nvidia-ml-py (NVML)")
+    try:
+        return nv.memory(int(os.environ.get("KVLAB_GPU", "0")))[1]
+    finally:
+        nv.close()
 
 
 def _child(mode: str, model: str, util: float) -> dict:

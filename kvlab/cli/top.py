@@ -21,6 +21,7 @@ import time
 import numpy as np
 
 from kvlab import limits, sysinfo
+from kvlab.nvml import Nvml
 from kvlab.registry import PAGE_MAPPED, PAGE_USED, Record, RegistryError
 from kvlab.registry.publisher import short_model
 from kvlab.units import format_size
@@ -40,36 +41,22 @@ def add_parser(sub) -> None:
 
 class Devices:
     def __init__(self):
-        self._nv, self._handles = None, []
-        try:
-            import pynvml
-
-            pynvml.nvmlInit()
-            self._nv = pynvml
-            self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
-        except Exception:  # no nvidia-ml-py, no driver, or no GPU: the host is still shown
-            self._nv = None
+        self._nv = Nvml.open()  # None without nvidia-ml-py, a driver or a GPU: the host is still shown
 
     def sample(self) -> dict[str, dict]:
         out = {"cpu": _host()}
-        for i, h in enumerate(self._handles):
+        for i in range(len(self._nv) if self._nv is not None else 0):
             try:
-                mem = self._nv.nvmlDeviceGetMemoryInfo(h)
-                uuid = self._nv.nvmlDeviceGetUUID(h)
-                name = self._nv.nvmlDeviceGetName(h)
-                out[f"cuda:{i}"] = {"total": int(mem.total), "used": int(mem.used), "source": "nvml",
-                                    "uuid": uuid.decode() if isinstance(uuid, bytes) else str(uuid),
-                                    "name": name.decode() if isinstance(name, bytes) else str(name)}
-            except Exception:
+                total, used, _ = self._nv.memory(i)
+                out[f"cuda:{i}"] = {"total": total, "used": used, "source": "nvml",
+                                    "uuid": self._nv.uuid(i), "name": self._nv.name(i)}
+            except Exception:  # a device that fell off the bus: show the others
                 continue
         return out
 
     def close(self) -> None:
         if self._nv is not None:
-            try:
-                self._nv.nvmlShutdown()
-            except Exception:
-                pass
+            self._nv.close()
 
 
 def _host() -> dict:

@@ -11,6 +11,7 @@ import re
 import time
 
 from kvlab import sysinfo
+from kvlab.nvml import Nvml
 from kvlab.registry.errors import RecordBusy
 from kvlab.registry.store import live_names, record_path
 from kvlab.registry.view import View
@@ -45,46 +46,13 @@ def host_memory() -> tuple[int, int]:
     return total, total - available
 
 
-class Nvml:
-    """NVIDIA devices through NVML (nvidia-ml-py), or ``None`` from ``open()`` when there are none."""
-
-    def __init__(self, pynvml, handles):
-        self._nv, self.handles = pynvml, handles
-
-    @classmethod
-    def open(cls) -> "Nvml | None":
-        try:
-            import pynvml
-
-            pynvml.nvmlInit()
-            n = pynvml.nvmlDeviceGetCount()
-        except Exception:  # no package, no driver or no device: the host probe takes over
-            return None
-        if n == 0:
-            pynvml.nvmlShutdown()
-            return None
-        return cls(pynvml, [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(n)])
-
-    def sample(self) -> dict[str, tuple[int, int, dict[int, int]]]:
-        """``cuda:N`` (NVML's index) -> (total, used, {pid: bytes}) for every device."""
-        nv, out = self._nv, {}
-        for i, h in enumerate(self.handles):
-            mem = nv.nvmlDeviceGetMemoryInfo(h)
-            per = {}
-            try:
-                for p in nv.nvmlDeviceGetComputeRunningProcesses(h):
-                    if p.usedGpuMemory is not None:
-                        per[int(p.pid)] = per.get(int(p.pid), 0) + int(p.usedGpuMemory)
-            except nv.NVMLError:
-                pass  # per-process accounting can be unavailable (e.g. in some containers)
-            out[f"cuda:{i}"] = (int(mem.total), int(mem.used), per)
-        return out
-
-    def close(self) -> None:
-        try:
-            self._nv.nvmlShutdown()
-        except Exception:
-            pass
+def device_memory(nv: Nvml) -> dict[str, tuple[int, int, dict[int, int]]]:
+    """``cuda:N`` (NVML's index) -> (total, used, {pid: bytes}) for every device."""
+    out = {}
+    for i in range(len(nv)):
+        total, used, _ = nv.memory(i)
+        out[f"cuda:{i}"] = (total, used, nv.processes(i))
+    return out
 
 
 def parse_metrics(text: str) -> dict[str, float]:

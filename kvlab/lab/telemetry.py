@@ -31,6 +31,8 @@ from typing import Callable
 
 import numpy as np
 
+from kvlab.nvml import Nvml
+
 from . import probes
 from .targets import flatten, require
 
@@ -120,7 +122,7 @@ class Telemetry:
         self._stop.clear()
         if not self._rows:  # a restart continues the same clock, so the table's t stays increasing
             self._t0 = time.monotonic()
-        self._nvml = probes.Nvml.open()
+        self._nvml = Nvml.open()
         self._pools = probes.PoolReader(self.registry_root)
         self._threads = [threading.Thread(target=self._run, name="kvlab-telemetry", daemon=True)]
         if self.metrics_interval > 0 and self.servers:
@@ -271,7 +273,7 @@ class Telemetry:
     def _devices(self, server_pids, records) -> dict[str, DeviceSample]:
         if self._nvml is not None:
             return {name: DeviceSample(name, total, used, per)
-                    for name, (total, used, per) in self._nvml.sample().items()}
+                    for name, (total, used, per) in probes.device_memory(self._nvml).items()}
         total, used = probes.host_memory()
         pids = {p for ps in server_pids for p in ps} | ({r.pid for r in records} if not self.servers else set())
         per = {}

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kvlab import sysinfo, units
+from kvlab.nvml import Nvml
 
 REFRESH = 0.25            # seconds between measurements (the watcher's cadence)
 GPU_HEADROOM = units.GiB  # default: kept free on a GPU for activations, CUDA contexts, other programs
@@ -84,20 +85,18 @@ def _visible_cuda(index: int) -> str:
 
 
 class _NvmlDevice:
-    def __init__(self, index: int):
-        import pynvml
+    """(free, total) of one device from NVML: no CUDA context, and other processes' memory counted."""
 
-        pynvml.nvmlInit()
-        which = _visible_cuda(index)
-        self._nv = pynvml
-        self.handle = (pynvml.nvmlDeviceGetHandleByUUID(which) if not which.isdigit()
-                       else pynvml.nvmlDeviceGetHandleByIndex(int(which)))
-        uuid = pynvml.nvmlDeviceGetUUID(self.handle)
-        self.uuid = uuid.decode() if isinstance(uuid, bytes) else str(uuid)
+    def __init__(self, index: int):
+        nv = Nvml.open()
+        if nv is None:
+            raise RuntimeError("NVML is not available")
+        self._nv, self.index = nv, nv.index_of(_visible_cuda(index))
+        self.uuid = nv.uuid(self.index)
 
     def __call__(self) -> tuple[int, int]:
-        mem = self._nv.nvmlDeviceGetMemoryInfo(self.handle)
-        return int(mem.free), int(mem.total)
+        total, _, free = self._nv.memory(self.index)
+        return free, total
 
 
 def _torch_if_initialized(index: int) -> Callable[[], tuple[int, int] | None]:

@@ -1,0 +1,78 @@
+"""kvlab.nvml, the one NVML adapter. The real library runs only on the GPU machine (tests/limits/
+test_gpu_probe.py and the GPU server test read devices through it there); here a stand-in module with
+NVML's call signatures checks what the adapter adds: decoding, per-process sums, UUID lookup, and
+None instead of an exception when there is nothing to read."""
+
+import sys
+import types
+
+import pytest
+
+from kvlab.nvml import Nvml
+
+
+class _Error(Exception):
+    pass
+
+
+def _fake_nvml(devices, init_error=None, processes_error=False):
+    nv = types.ModuleType("pynvml")
+    nv.NVMLError = _Error
+    nv.shutdowns = 0
+
+    def init():
+        if init_error:
+            raise init_error
+
+    def shutdown():
+        nv.shutdowns += 1
+
+    nv.nvmlInit, nv.nvmlShutdown = init, shutdown
+    nv.nvmlDeviceGetCount = lambda: len(devices)
+    nv.nvmlDeviceGetHandleByIndex = lambda i: devices[i]
+    nv.nvmlDeviceGetHandleByUUID = lambda u: next(d for d in devices if d["uuid"] == u)
+    nv.nvmlDeviceGetIndex = lambda h: devices.index(h)
+    nv.nvmlDeviceGetMemoryInfo = lambda h: types.SimpleNamespace(total=h["total"], used=h["used"],
+                                                                 free=h["total"] - h["used"])
+    nv.nvmlDeviceGetUUID = lambda h: h["uuid"].encode()  # nvidia-ml-py < 12 returns bytes
+    nv.nvmlDeviceGetName = lambda h: h["name"]
+
+    def procs(h):
+        if processes_error:
+            raise _Error("not supported")
+        return [types.SimpleNamespace(pid=p, usedGpuMemory=b) for p, b in h["procs"]]
+
+    nv.nvmlDeviceGetComputeRunningProcesses = procs
+    return nv
+
+
+GPU0 = {"uuid": "GPU-aaa", "name": "H100", "total": 80, "used": 30, "procs": [(7, 10), (7, 5), (9, None)]}
+GPU1 = {"uuid": "GPU-bbb", "name": "H100", "total": 80, "used": 1, "procs": []}
+
+
+def test_reads_memory_processes_and_identity(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynvml", _fake_nvml([GPU0, GPU1]))
+    nv = Nvml.open()
+    assert len(nv) == 2
+    assert nv.memory(0) == (80, 30, 50)
+    assert nv.processes(0) == {7: 15}  # one pid's contexts summed; a process NVML cannot size left out
+    assert (nv.uuid(1), nv.name(1)) == ("GPU-bbb", "H100")
+    assert nv.index_of("1") == 1 and nv.index_of("GPU-bbb") == 1
+
+
+def test_processes_empty_where_nvml_cannot_tell(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynvml", _fake_nvml([GPU0], processes_error=True))
+    assert Nvml.open().processes(0) == {}
+
+
+@pytest.mark.parametrize("devices, init_error", [([], None), ([GPU0], _Error("driver not loaded"))])
+def test_open_is_none_without_devices_or_driver(monkeypatch, devices, init_error):
+    fake = _fake_nvml(devices, init_error)
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    assert Nvml.open() is None
+    assert fake.shutdowns == (1 if init_error is None else 0)  # an initialised NVML is shut down again
+
+
+def test_open_is_none_without_the_package(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # import pynvml raises ImportError
+    assert Nvml.open() is None
