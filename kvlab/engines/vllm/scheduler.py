@@ -150,12 +150,12 @@ class ElasticSchedulerMixin:
                                           is_cuda=device != "cpu").start()
         self._kvlab_finalizer = weakref.finalize(self, _close_pool, self._kvlab_watcher, self.kvlab_pool)
 
-    def _kvlab_apply_control(self) -> bool:
-        """Apply a changed limit/minimum from the registry; True if one was applied."""
+    def _kvlab_apply_control(self) -> None:
+        """Apply a changed limit/minimum from the registry."""
         pool = self.kvlab_pool
         ctl = pool.pending_control()
         if ctl is None:
-            return False
+            return
         geo, planner = self.kvlab_geometry, self.kvlab_planner
         budget = _budget_chunks(ctl.limit, geo, self._kvlab_vllm_config)
         planner.budget_chunks = budget
@@ -163,7 +163,6 @@ class ElasticSchedulerMixin:
         logger.info("kvlab: pool %s limit %s, min %d MiB (control revision %d)", pool.name,
                     "none" if budget is None else f"{planner.budget_chunks * geo.chunk_bytes >> 20} MiB",
                     ctl.min >> 20, ctl.revision)
-        return True
 
     def has_requests(self) -> bool:
         # True while a wake is pending, so that vLLM's busy loop, once woken, takes one step to apply it.
@@ -181,26 +180,34 @@ class ElasticSchedulerMixin:
                     w.apply(plan)
 
     # -- policy, once per step -------------------------------------------------------------------------
-    def _kvlab_policy(self, idle: bool):
-        """Apply limits, release what may go, publish; returns the plan the workers must apply."""
+    def _kvlab_begin(self) -> None:
+        """Start a step's policy: the planner's clock, and a changed limit (one control-block read)."""
+        self.kvlab_planner.tick(time.monotonic())
+        self._kvlab_apply_control()
+
+    def _kvlab_finish(self, idle: bool):
+        """Release what may go, publish; returns the plan the workers must apply."""
         planner = self.kvlab_planner
-        planner.tick(time.monotonic())
-        changed = self._kvlab_apply_control()
         for c in planner.release_candidates(idle):
             self.kvlab_queue.release(c)
         plan = planner.take_plan(idle)
         if plan is not None:
             self.kvlab_pool.count(len(plan.map), len(plan.unmap))
-        self.kvlab_pool.publish(force=changed or plan is not None)
+        # A control change applied in _kvlab_begin marked the record dirty: it goes out whatever else happened.
+        self.kvlab_pool.publish(force=plan is not None)
         return plan
+
+    def _kvlab_policy(self, idle: bool):
+        """The whole policy at once, for the in-process idle paths (no schedule() runs there)."""
+        self._kvlab_begin()
+        return self._kvlab_finish(idle)
 
     def schedule(self, *args, **kwargs):
         with self._kvlab_lock:
             self._kvlab_wake_pending = False  # before the control is read: a later change wakes again
-            self.kvlab_planner.tick(time.monotonic())
-            self._kvlab_apply_control()  # a lower limit must bind before this step grows
+            self._kvlab_begin()  # before vLLM schedules: a lower limit must bind before this step grows
             out = super().schedule(*args, **kwargs)
-            setattr(out, PLAN_ATTR, self._kvlab_policy(idle=not self.has_unfinished_requests()))
+            setattr(out, PLAN_ATTR, self._kvlab_finish(idle=not self.has_unfinished_requests()))
             return out
 
     def update_from_output(self, *args, **kwargs):
