@@ -26,7 +26,7 @@ import os
 import threading
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -73,6 +73,7 @@ class Sample:
     devices: dict[str, DeviceSample]
     pools: dict[str, PoolSample]  # by pool name
     engines: dict[str, dict[str, float]]  # server key -> latest /metrics values (kv_usage, running, waiting)
+    memory: dict[str, int] = field(default_factory=dict)  # server key -> bytes of its processes (mem: column)
 
 
 def server_keys(servers) -> list[str]:
@@ -226,6 +227,13 @@ class Telemetry:
                 warnings.warn(f"telemetry listener {fn!r} failed and was removed: {e!r}", RuntimeWarning)
                 self.remove_listener(fn)
 
+    def key_of(self, server) -> str | None:
+        """The key of ``server``'s columns (and of Sample.memory/engines), or None if not watched here."""
+        for s, key in zip(self.servers, self.keys):
+            if s is server:
+                return key
+        return None
+
     def _server_pids(self, i: int, server) -> list[int]:
         now = time.monotonic()
         cached = self._pids.get(i)
@@ -246,12 +254,13 @@ class Telemetry:
             for i, pids in enumerate(server_pids):
                 if any(p not in devices["cpu"].per_process for p in pids):
                     self._pids.pop(i, None)
+        memory = {}
         for key, pids in zip(self.keys, server_pids):
             # NVML per process on a GPU, RSS on the CPU. No column when none of the server's pids is
             # listed (NVML in a container may only know the host's pids): absent, not a false 0.
             found = [d.per_process[p] for d in devices.values() for p in pids if p in d.per_process]
             if found:
-                row[f"mem:{key}"] = sum(found)
+                row[f"mem:{key}"] = memory[key] = sum(found)
         pools = {}
         owner = self._owners(records, server_pids)
         for rec in records:
@@ -268,7 +277,7 @@ class Telemetry:
         for key, values in engines.items():
             for name, value in values.items():
                 row[f"{name}:{key}"] = value
-        return Sample(t, devices, pools, engines), row
+        return Sample(t, devices, pools, engines, memory), row
 
     def _devices(self, server_pids, records) -> dict[str, DeviceSample]:
         if self._nvml is not None:

@@ -33,7 +33,6 @@ from .timeline import MemoryTimeline
 
 log = logging.getLogger("kvlab.views")
 TOTALS = ("auto", "device", "capacity", None)
-PID_REFRESH = 5.0  # seconds between rescans of a static server's process group (a /proc scan costs ms)
 # Dashboards that run their own Telemetry. Re-running a `dash = server.watch()` cell must not leave the
 # old one sampling (and polling the engine's /metrics, which slows a busy CPU engine) for ever.
 _running: "weakref.WeakSet[Dashboard]" = weakref.WeakSet()
@@ -84,7 +83,6 @@ class Dashboard(widgets.VBox):
         self._live: set[str] = set()
         # Servers without a pool (static, kvcached) show their processes' memory (NVML, or RSS on the CPU).
         self._poolless = [s for s in self.servers if not getattr(s, "pool_name", None)]
-        self._pids: dict[int, tuple[float, list[int]]] = {}
         self._n_events = 0
         self._header_text = ""
         self._lines: list[str] = []  # the engines' lines last shown in the header
@@ -211,16 +209,12 @@ class Dashboard(widgets.VBox):
             self.header.value = text
 
     def _process_bytes(self, sample) -> dict[str, int]:
+        """Each pool-less server's process memory, as the telemetry measured it for this sample."""
         out = {}
-        now = time.monotonic()
-        for i, server in enumerate(self._poolless):
-            at, pids = self._pids.get(i, (-PID_REFRESH, []))
-            if now - at >= PID_REFRESH or (not pids and server.alive):
-                pids = server.pids() if server.alive else []
-                self._pids[i] = (now, pids)
-            if pids:
-                out[f"{server.name} (process)"] = sum(d.per_process.get(p, 0) for d in sample.devices.values()
-                                                      for p in pids)
+        for server in self._poolless:
+            nbytes = sample.memory.get(self.telemetry.key_of(server))
+            if nbytes is not None:
+                out[f"{server.name} (process)"] = nbytes
         return out
 
     def _label(self, pool: str, model: str) -> str:
