@@ -1,4 +1,5 @@
-"""The elastic adapter's pure parts: settings, version gate, chunk arithmetic, release policy, page tables.
+"""The elastic adapter's pure parts: settings, version gate, chunk arithmetic, release policy (with the
+idle grace and the watcher's wake for it), page tables.
 
 No vLLM needed (the page-table test needs torch); these run in every environment.
 """
@@ -12,6 +13,7 @@ from kvlab.engines.vllm.geometry import ChunkGeometry
 from kvlab.engines.vllm.planner import ChunkPlanner
 from kvlab.engines.vllm.settings import ElasticSettings
 from kvlab.engines.vllm.versions import UnsupportedVLLM, check
+from tests.registry.conftest import root  # noqa: F401  (a private registry directory, for the watcher test)
 
 MiB = 1 << 20
 
@@ -132,3 +134,174 @@ def test_page_table_of_layer_major_views():
             page_table(skewed, arena.base, arena.capacity, ChunkGeometry(page, block_bytes, 1, blocks))
         arena.unmap_all()
     assert math.isclose(np.asarray(table).size, g.num_chunks * g.pages_per_chunk)
+
+
+# -- the idle grace (idle_release): the reserve goes once the engine has been idle that long -------------
+
+def _idle_after_a_burst(grace, reserve_chunks=2, t=100.0):
+    """A planner whose burst grew chunks 1..4 and ended at time ``t``: every block free, engine idle."""
+    p = _planner(reserve_chunks=reserve_chunks, idle_release=grace)
+    for _ in range(4):
+        p.grow()
+    p.tick(t)
+    p.on_free(range(4, 20))
+    p.note_idle(True)
+    for c in p.release_candidates(idle=True):
+        p.mark_released(c)
+    return p
+
+
+def _release(p, now, idle=True):
+    p.tick(now)
+    p.note_idle(idle)
+    released = p.release_candidates(idle)
+    for c in released:
+        p.mark_released(c)
+    return released
+
+
+def test_idle_shorter_than_the_grace_keeps_the_reserve_longer_releases_it():
+    p = _idle_after_a_burst(grace=30.0)
+    assert p.n_mapped == 3 and p.retained_chunks() == 2   # going idle: chunk 0 + the 2 reserve chunks
+    assert p.idle_release_at() == 130.0
+    assert _release(p, 129.9) == []                       # 29.9 s idle: the reserve holds
+    assert _release(p, 130.0) == [2, 1]                   # 30 s: it goes too, chunk 0 stays
+    assert p.n_mapped == 1 and p.retained_chunks() == 0 and p.take_plan(idle=True).unmap == (4, 3, 2, 1)
+    assert _release(p, 500.0) == []                       # nothing left to give
+
+
+def test_a_request_ends_the_idle_period_and_the_next_one_starts_its_own_grace():
+    p = _idle_after_a_burst(grace=30.0)
+    p.tick(120.0)
+    p.note_idle(False)                                    # a request 20 s into the grace
+    assert p.idle_since is None and p.idle_release_at() is None
+    p.on_taken([4])                                       # it runs in the reserve: nothing to map
+    assert _release(p, 121.0, idle=False) == [] and p.n_mapped == 3
+    p.on_free([4])
+    assert _release(p, 122.0) == []                       # idle again at 122: a fresh grace
+    assert p.idle_release_at() == 152.0
+    assert _release(p, 140.0) == []                       # 40 s after the burst, 18 s after the request
+    assert _release(p, 152.0) == [2, 1]
+
+
+def test_no_grace_keeps_the_reserve_forever_and_zero_releases_it_at_once():
+    never = _idle_after_a_burst(grace=None)
+    assert never.idle_release_at() is None
+    assert _release(never, 1e9) == [] and never.retained_chunks() == 2
+    at_once = _idle_after_a_burst(grace=0.0)              # the going-idle step itself releases everything
+    assert at_once.n_mapped == 1 and at_once.retained_chunks() == 0
+    assert at_once.take_plan(idle=True).unmap == (4, 3, 2, 1)
+
+
+def test_the_grace_does_not_touch_a_busy_engine_or_the_limit_rule():
+    p = _planner(reserve_chunks=2, idle_release=0.0, release_delay=60.0)
+    for _ in range(4):
+        p.grow()
+    p.tick(10.0)
+    p.on_free(range(4, 20))
+    p.on_taken([4])                                       # chunk 1 in use: busy
+    p.note_idle(False)
+    assert p.release_candidates(idle=False) == []         # busy: the delay applies, the grace does not
+    p.budget_chunks = 3                                   # a lowered limit still forces its excess out at once
+    assert p.release_candidates(idle=False) == [4, 3]
+
+
+def test_settings_idle_release_from_env_and_additional_config():
+    assert ElasticSettings().idle_release == 30.0
+    env = {"KVLAB_ELASTIC": "1"}
+    assert ElasticSettings.from_env({**env, "KVLAB_IDLE_RELEASE": "2.5"}).idle_release == 2.5
+    assert ElasticSettings.from_env({**env, "KVLAB_IDLE_RELEASE": "0"}).idle_release == 0.0
+    assert ElasticSettings.from_env({**env, "KVLAB_IDLE_RELEASE": ""}).idle_release == 30.0  # empty: the default
+    for never in ("off", "never", " Never "):
+        assert ElasticSettings.from_env({**env, "KVLAB_IDLE_RELEASE": never}).idle_release is None
+    s = ElasticSettings()
+    assert s.merged({"idle_release": 5}).idle_release == 5.0
+    assert s.merged({"idle_release": "0.5"}).idle_release == 0.5
+    assert s.merged({"idle_release": "off"}).idle_release is None
+    assert s.merged({"idle_release": None}).idle_release is None
+    assert s.merged({"idle_release": ""}).idle_release == 30.0
+    for t in (s.merged({"idle_release": None}), s.merged({"idle_release": 7})):
+        assert ElasticSettings().merged(t.to_dict()) == t  # what travels in additional_config round-trips
+
+
+@pytest.mark.parametrize("bad", ["soon", "-1", "inf", "nan", "1e999", " "])
+def test_settings_refuse_a_bad_idle_release(bad):
+    with pytest.raises(ValueError, match="KVLAB_IDLE_RELEASE"):
+        ElasticSettings.from_env({"KVLAB_IDLE_RELEASE": bad})
+    with pytest.raises(ValueError, match="KVLAB_IDLE_RELEASE"):
+        ElasticSettings().merged({"idle_release": bad})
+
+
+@pytest.mark.parametrize("bad", [True, [30], -0.5])
+def test_settings_refuse_a_bad_idle_release_in_additional_config(bad):
+    with pytest.raises(ValueError, match="KVLAB_IDLE_RELEASE"):
+        ElasticSettings().merged({"idle_release": bad})
+
+
+def test_watcher_wakes_once_per_idle_period_when_the_grace_ends_with_something_to_release(root):
+    """The pool's watcher thread against a real registry record: the wake callback does what the engine's
+    woken step does (tick, note idle, release), so the record shows what the engine would publish."""
+    import threading
+    import time
+
+    from kvlab import registry
+    from kvlab.engines.vllm.pool_record import PoolRecord
+    from kvlab.engines.vllm.watcher import POLL, PoolWatcher
+
+    grace = 0.3
+    p = _planner(reserve_chunks=2, idle_release=grace)
+    record = PoolRecord(p, model="m", page_size=MiB // 4, name="grace", device="cpu", device_uuid="",
+                        limit=None, minimum=0)
+    wakes, lock = [], threading.Lock()
+
+    def step():  # what the woken engine's schedule() does, on the watcher thread (as in-process engines do)
+        with lock:
+            wakes.append(time.monotonic())
+            _release(p, time.monotonic())
+            p.take_plan(idle=True)
+            record.publish(force=True)
+
+    w = PoolWatcher(record, p, step, probe=lambda: None, device="cpu", device_uuid="", headroom_spec="",
+                    is_cuda=False).start()
+    try:
+        with lock:  # a burst grew chunks 1..4 and ended now: idle, the reserve (chunks 1, 2) kept
+            for _ in range(4):
+                c = p.grow()
+                p.on_free(range(c * 4, c * 4 + 4))
+            idle_at = time.monotonic()
+            _release(p, idle_at)
+            record.publish(force=True)
+        assert registry.read("grace").retained == 2 * MiB
+        time.sleep(grace - 0.15)
+        assert wakes == [] and registry.read("grace").retained == 2 * MiB  # inside the grace: no wake
+        deadline = time.monotonic() + grace + 2
+        while not wakes and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(wakes) == 1 and wakes[0] - idle_at >= grace
+        rec = registry.read("grace")
+        assert (rec.retained, rec.mapped) == (0, MiB)      # chunk 0 only
+        time.sleep(10 * POLL)
+        assert len(wakes) == 1                             # nothing left to release: no second wake
+
+        with lock:  # a request, then idle with nothing retained (it ran in chunk 0): nothing to wake for
+            p.tick(time.monotonic())
+            p.note_idle(False)
+            p.on_taken([1])
+            p.on_free([1])
+            _release(p, time.monotonic())
+        time.sleep(grace + 10 * POLL)
+        assert len(wakes) == 1
+
+        w.wake = lambda: wakes.append(time.monotonic())    # a wake whose step releases nothing...
+        with lock:
+            p.tick(time.monotonic())
+            p.note_idle(False)
+            c = p.grow()
+            p.on_free(range(c * 4, c * 4 + 4))
+            _release(p, time.monotonic())
+        assert p.retained_chunks() == 1
+        time.sleep(grace + 10 * POLL)
+        assert len(wakes) == 2                             # ...is not repeated: one wake per idle period
+    finally:
+        w.stop()
+        record.close()

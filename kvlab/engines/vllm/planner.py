@@ -7,7 +7,9 @@ and the planner answers three questions:
   room, ``device_cap``, which the pool's watcher thread keeps current: see headroom.py),
 * which chunk to map next (the lowest unmapped one, so mapped memory stays in low, contiguous runs),
 * which fully free chunks to release: while busy, those free for ``release_delay`` seconds; when the
-  engine goes idle, all of them; either way keeping ``reserve_chunks`` free chunks as headroom.
+  engine goes idle, all of them; either way keeping ``reserve_chunks`` free chunks as headroom, until the
+  engine has been idle for ``idle_release`` seconds (then the reserve goes too: an idle model should
+  cost little more than its weights, while bursts closer together than that still find it mapped).
 
 Every decision is recorded as an event; ``take_plan()`` turns the events since the last call into a
 PagePlan that the workers apply, in order, before the next forward pass.
@@ -37,13 +39,16 @@ class PagePlan:
 
 class ChunkPlanner:
     def __init__(self, num_chunks: int, blocks_per_chunk: int, chunk_bytes: int, *, budget_chunks: int | None = None,
-                 reserve_chunks: int = 0, release_delay: float = 1.0, pinned: tuple[int, ...] = (0,)):
+                 reserve_chunks: int = 0, release_delay: float = 1.0, idle_release: float | None = None,
+                 pinned: tuple[int, ...] = (0,)):
         if num_chunks <= 0 or blocks_per_chunk <= 0:
             raise ValueError("a planner needs at least one chunk of at least one block")
         self.num_chunks, self.k, self.chunk_bytes = num_chunks, blocks_per_chunk, chunk_bytes
         self.pinned = frozenset(pinned)
         self.reserve_chunks = reserve_chunks
         self.release_delay = release_delay
+        self.idle_release = idle_release          # seconds idle before the reserve goes; None: it never does
+        self.idle_since: float | None = None      # when the engine last went idle; None while busy
         self.mapped = [c in self.pinned for c in range(num_chunks)]
         self.n_mapped = len(self.pinned)
         self.free = [0] * num_chunks              # free blocks of each chunk that sit in the free queue
@@ -83,6 +88,14 @@ class ChunkPlanner:
     def tick(self, now: float) -> None:
         self.now = now
 
+    def note_idle(self, idle: bool) -> None:
+        """Called once per step (and on the in-process idle paths) with whether the engine has no
+        unfinished request: the first idle call starts the idle period's clock, a busy one ends it."""
+        if not idle:
+            self.idle_since = None
+        elif self.idle_since is None:
+            self.idle_since = self.now
+
     def on_free(self, block_ids) -> None:
         k, free = self.k, self.free
         for b in block_ids:
@@ -112,14 +125,29 @@ class ChunkPlanner:
         self._map_events.append(c)
         return c
 
+    def idle_release_at(self) -> float | None:
+        """When this idle period's grace ends (the clock of ``tick``), or None: busy, or no grace set.
+
+        Also read by the pool's watcher thread (two attribute reads, no lock): it wakes the engine then.
+        """
+        since, grace = self.idle_since, self.idle_release
+        return None if since is None or grace is None else since + grace
+
+    def retained_chunks(self) -> int:
+        """Mapped, unpinned chunks that are entirely free: the reserve and chunks waiting to be released."""
+        return len(self._fully_free)
+
     def release_candidates(self, idle: bool) -> list[int]:
         """Fully free chunks to release now, highest first, keeping the lowest ``reserve_chunks`` as headroom.
 
-        Over budget (a lowered limit), the reserve is given up too, and the excess goes at once, busy or
-        not: a limit must not wait for ``release_delay``.
+        Idle for ``idle_release`` seconds (see ``note_idle``), the reserve goes too. Over budget (a
+        lowered limit), the reserve is given up as well, and the excess goes at once, busy or not: a
+        limit must not wait for ``release_delay``.
         """
         ready = sorted(self._fully_free)
-        keep = max(0, min(self.reserve_chunks, self._budget - (self.n_mapped - len(ready))))
+        due = self.idle_release_at()
+        reserve = 0 if idle and due is not None and self.now >= due else self.reserve_chunks
+        keep = max(0, min(reserve, self._budget - (self.n_mapped - len(ready))))
         spare = ready[keep:]
         if not idle:
             deadline = self.now - self.release_delay

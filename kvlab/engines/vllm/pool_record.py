@@ -5,10 +5,11 @@ One record per engine, published by the scheduler (the process that owns the Chu
 
 * ``capacity`` = all chunks' bytes; ``mapped`` = chunks the scheduler has planned mapped (the workers map
   them before the step that uses them); ``used`` = bytes of blocks in use (requests' blocks and vLLM's
-  null block); ``retained`` = bytes of mapped chunks that are entirely free (the reserve, and chunks
-  waiting out ``release_delay``); ``limit`` = the limit enforced now (the asked-for limit in whole chunks,
-  raised to one max-length request when it is lower); ``min`` = the guarantee in force;
-  ``n_maps``/``n_unmaps`` = pages mapped/unmapped so far.
+  null block); ``retained`` = bytes of mapped chunks that are entirely free (the reserve, until the
+  engine has been idle for ``idle_release`` seconds, and chunks waiting out ``release_delay``);
+  ``limit`` = the limit enforced now (the asked-for limit in whole chunks, raised to one max-length
+  request when it is lower); ``min`` = the guarantee in force; ``n_maps``/``n_unmaps`` = pages
+  mapped/unmapped so far.
 * Page map: the record's ``page_size`` is the engine's mapping page (KVLAB_PAGE_SIZE). Chunk ``c`` is
   shown as pages ``[c*P, (c+1)*P)`` with ``P = chunk_bytes / page_size``, in chunk order (a chunk's real
   pages are spread over the layers' regions): all ``PAGE_UNMAPPED`` when the chunk is unmapped, else its
@@ -97,7 +98,7 @@ class PoolRecord:
         if not force and used_blocks == self._last_used:
             return
         self._last, self._last_used, self._dirty = now, used_blocks, False
-        retained = planner.stats()["fully_free_chunks"] * planner.chunk_bytes
+        retained = planner.retained_chunks() * planner.chunk_bytes
         self.publisher.update(mapped=planner.n_mapped * planner.chunk_bytes, used=used_blocks * self.block_bytes,
                               retained=retained, limit=self.limit, min=self.min, n_maps=self.n_maps,
                               n_unmaps=self.n_unmaps, control_ack=self.control_seen, pages=self.pages())

@@ -7,13 +7,15 @@ pass. SchedulerOutput is a plain dataclass that vLLM pickles to the workers, so 
 with it in multi-process mode and is simply there in-process.
 
 It also owns the pool's registry record (pool_record.py) and a watcher thread (watcher.py). A limit set
-from another process must bind even while the engine is idle, and an idle multi-process engine core
-does not step: ``EngineCoreProc.run_busy_loop`` blocks in ``input_queue.get()`` while ``has_work()`` is
-false. So the watcher, on a control change, sets ``_kvlab_wake_pending`` and puts a WAKEUP message on
-that queue; ``has_requests()`` is true while a wake is pending, so the loop takes one (empty) step whose
-``schedule()`` applies the limit, releases the chunks that must go and sends the workers the plan, as
-the step after a burst does. In-process engines (no busy loop) release from the watcher thread directly
-to their local workers, under the scheduler's lock.
+from another process must bind even while the engine is idle, and so must the end of the idle grace
+(``idle_release``: the reserve goes once the engine has been idle that long); but an idle multi-process
+engine core does not step: ``EngineCoreProc.run_busy_loop`` blocks in ``input_queue.get()`` while
+``has_work()`` is false. So the watcher, on a control change or when the grace is over, sets
+``_kvlab_wake_pending`` and puts a WAKEUP message on that queue; ``has_requests()`` is true while a wake
+is pending, so the loop takes one (empty) step whose ``schedule()`` applies the limit, releases the
+chunks that must go and sends the workers the plan, as the step after a burst does. In-process engines
+(no busy loop) release from the watcher thread directly to their local workers, under the scheduler's
+lock.
 """
 
 from __future__ import annotations
@@ -109,7 +111,8 @@ class ElasticSchedulerMixin:
         self.kvlab_planner = ChunkPlanner(
             geo.num_chunks, geo.blocks_per_chunk, geo.chunk_bytes,
             budget_chunks=_budget_chunks(s.limit, geo, vllm_config),
-            reserve_chunks=math.ceil(s.reserve / geo.chunk_bytes), release_delay=s.release_delay)
+            reserve_chunks=math.ceil(s.reserve / geo.chunk_bytes), release_delay=s.release_delay,
+            idle_release=s.idle_release)
         pool = self.kv_cache_manager.block_pool
         if len(pool.blocks) != geo.num_blocks:
             raise RuntimeError(f"kvlab: the block pool has {len(pool.blocks)} blocks, the KV config {geo.num_blocks}")
@@ -120,8 +123,10 @@ class ElasticSchedulerMixin:
         self._kvlab_lock = threading.RLock()
         self._kvlab_wake_pending = False
         self._kvlab_start_pool(vllm_config, geo)
-        logger.info("kvlab: elastic KV cache, %d chunks of %d blocks (%.1f MiB each), budget %d chunks, pool %s",
-                    geo.num_chunks, geo.blocks_per_chunk, geo.chunk_bytes / 2**20, self.kvlab_planner.budget_chunks,
+        logger.info("kvlab: elastic KV cache, %d chunks of %d blocks (%.1f MiB each), budget %d chunks, "
+                    "reserve %d chunks (%s), pool %s", geo.num_chunks, geo.blocks_per_chunk, geo.chunk_bytes / 2**20,
+                    self.kvlab_planner.budget_chunks, self.kvlab_planner.reserve_chunks,
+                    "kept while idle" if s.idle_release is None else f"released after {s.idle_release:g} s idle",
                     self.kvlab_pool.name)
 
     # -- the registry --------------------------------------------------------------------------------
@@ -188,6 +193,7 @@ class ElasticSchedulerMixin:
     def _kvlab_finish(self, idle: bool):
         """Release what may go, publish; returns the plan the workers must apply."""
         planner = self.kvlab_planner
+        planner.note_idle(idle)  # starts (or ends) the idle grace after which the reserve goes too
         for c in planner.release_candidates(idle):
             self.kvlab_queue.release(c)
         plan = planner.take_plan(idle)

@@ -5,7 +5,7 @@ config (``EngineArgs.create_engine_config``) and travel to the scheduler and wor
 ``vllm_config.additional_config["kvlab"]``, so every process of one engine agrees on them even when
 the environment differs. A per-engine override is ``additional_config={"kvlab": {...}}`` with the
 same keys as ``to_dict()`` (``elastic``, ``page_size``, ``limit``, ``reserve``, ``release_delay``,
-``pool_name``, ``min``, ``headroom``).
+``idle_release``, ``pool_name``, ``min``, ``headroom``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from kvlab.units import MiB, parse_size
 CONFIG_KEY = "kvlab"
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
+_NEVER = {"off", "never", "none"}  # idle_release: keep the reserve however long the engine is idle
 
 
 def _flag(value, name: str) -> bool:
@@ -35,6 +36,22 @@ def _flag(value, name: str) -> bool:
     raise ValueError(f"{name}={value!r} is not a boolean: use 1 or 0")
 
 
+def _seconds(value, name: str) -> float:
+    if isinstance(value, bool):  # float(True) is 1.0: a flag where seconds belong is a mistake
+        raise ValueError(f"{name}={value!r} is not a number of seconds")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}={value!r} is not a number of seconds") from None
+
+
+def _grace(value, name: str) -> float | None:
+    """``idle_release``: seconds, or None (never) for ``off``/``never``/``none``."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in _NEVER):
+        return None
+    return _seconds(value, name)
+
+
 @dataclass(frozen=True)
 class ElasticSettings:
     elastic: bool = False
@@ -42,6 +59,7 @@ class ElasticSettings:
     limit: int | None = None          # most KV bytes mapped at once; None: the device is the limit
     reserve: int = 32 * MiB           # free, mapped KV memory kept as headroom so bursts don't thrash
     release_delay: float = 1.0        # seconds a chunk must stay free (while busy) before it is unmapped
+    idle_release: float | None = 30.0  # seconds idle before the reserve is unmapped too; None: never
     engine_id: str = ""               # ties one engine's scheduler to its in-process workers
     pool_name: str = ""               # the pool's registry record; "" = <model>-<pid>-<random>
     min: int = 0                      # guarantee: other pools' growth leaves this much room for this one
@@ -56,6 +74,9 @@ class ElasticSettings:
             raise ValueError("KVLAB_RESERVE must be >= 0")
         if not (self.release_delay >= 0 and math.isfinite(self.release_delay)):
             raise ValueError("KVLAB_RELEASE_DELAY must be a finite number of seconds >= 0")
+        if self.idle_release is not None and not (self.idle_release >= 0 and math.isfinite(self.idle_release)):
+            raise ValueError(f"KVLAB_IDLE_RELEASE={self.idle_release!r} must be a finite number of seconds >= 0, "
+                             f"or off")
         if self.min < 0:
             raise ValueError("KVLAB_MIN must be >= 0")
         if self.limit is not None and self.limit < self.min:
@@ -81,7 +102,9 @@ class ElasticSettings:
         if env.get("KVLAB_RESERVE"):
             kw["reserve"] = parse_size(env["KVLAB_RESERVE"])
         if env.get("KVLAB_RELEASE_DELAY"):
-            kw["release_delay"] = float(env["KVLAB_RELEASE_DELAY"])
+            kw["release_delay"] = _seconds(env["KVLAB_RELEASE_DELAY"], "KVLAB_RELEASE_DELAY")
+        if env.get("KVLAB_IDLE_RELEASE"):
+            kw["idle_release"] = _grace(env["KVLAB_IDLE_RELEASE"], "KVLAB_IDLE_RELEASE")
         if env.get("KVLAB_POOL_NAME"):
             kw["pool_name"] = env["KVLAB_POOL_NAME"]
         if env.get("KVLAB_MIN"):
@@ -106,7 +129,12 @@ class ElasticSettings:
         if kw.get("limit") is not None:
             kw["limit"] = parse_size(kw["limit"])
         if "release_delay" in kw:
-            kw["release_delay"] = float(kw["release_delay"])
+            kw["release_delay"] = _seconds(kw["release_delay"], "KVLAB_RELEASE_DELAY")
+        if "idle_release" in kw:
+            if kw["idle_release"] == "":
+                del kw["idle_release"]  # the default, as an empty KVLAB_IDLE_RELEASE means
+            else:
+                kw["idle_release"] = _grace(kw["idle_release"], "KVLAB_IDLE_RELEASE")
         return replace(self, **kw)
 
     def with_engine_id(self) -> "ElasticSettings":

@@ -1,10 +1,13 @@
-"""A thread beside the scheduler: notices limit changes, measures the device's room, keeps the heartbeat.
+"""A thread beside the scheduler: notices limit changes and the end of the idle grace, measures the
+device's room, keeps the heartbeat.
 
-It never touches the scheduler's state (the engine's own thread owns that). When the pool's control
-block changes it calls ``wake()``, which makes the engine take one step (see scheduler.py: an idle
-multi-process engine is blocked on its input queue, so waking it is the only way a lower limit can take
-effect while no request arrives). Every ``headroom.REFRESH`` seconds it measures the device's free
-memory and the other pools' guarantees and writes the planner's ``device_cap`` (one int).
+It never touches the scheduler's state (the engine's own thread owns that). It calls ``wake()``, which
+makes the engine take one step (see scheduler.py: an idle multi-process engine is blocked on its input
+queue, so waking it is the only way anything changes while no request arrives), when the pool's control
+block changes, and once per idle period when the planner's ``idle_release`` grace is over while free
+chunks (the reserve) are still mapped: that step releases them. Every ``headroom.REFRESH`` seconds it
+measures the device's free memory and the other pools' guarantees and writes the planner's
+``device_cap`` (one int).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ class PoolWatcher:
         self.headroom_bytes: int | None = None
         self.last_room: int | None = None
         self._woken_for = 0
+        self._woken_idle: float | None = None  # the idle period (its grace's end) already woken for
         self._others_unmet, self._scanned = 0, 0.0
         self._last_error, self._last_logged = None, 0.0
         self._stop = threading.Event()
@@ -61,6 +65,7 @@ class PoolWatcher:
                     self._woken_for = ctl.revision
                     self.wake()
                 now = time.monotonic()
+                self._wake_after_grace(now)
                 if now - last_measure >= headroom.REFRESH:
                     last_measure = now
                     self.measure()
@@ -74,6 +79,19 @@ class PoolWatcher:
                 if type(e) is not self._last_error or now - self._last_logged > 60:  # not 20 times a second
                     self._last_error, self._last_logged = type(e), now
                     logger.exception("kvlab: pool watcher of %s", self.record.name)
+
+    def _wake_after_grace(self, now: float) -> None:
+        """Wake the engine once when its idle grace is over and chunks it would release are mapped.
+
+        Keyed by the idle period, so a wake that released nothing (a request arrived meanwhile: the
+        planner's fields are read without the engine's lock) is not repeated: no wake loop. A period
+        whose reserve is already gone (reserve 0, a limit) has nothing to release and wakes nobody.
+        """
+        due = self.planner.idle_release_at()
+        if due is None or now < due or due == self._woken_idle or not self.planner.retained_chunks():
+            return
+        self._woken_idle = due
+        self.wake()
 
     def measure(self) -> None:
         """Write the planner's device cap from the device's free memory and the other pools' guarantees."""
