@@ -183,14 +183,18 @@ def main() -> None:
         for system in args.systems.split(","):
             if system == "floor" and geometry != next(iter(GEOMETRIES)):
                 continue  # the floor does not depend on the geometry
-            cmd = [sys.executable, __file__, "--child", system, "--geometry", geometry, "--total", str(args.total),
-                   "--step", str(args.step), "--repeats", str(args.repeats), "--page-size", str(args.page_size)]
+            # -X faulthandler: a child that dies in native code (kvcached's C++ allocator did, once) still
+            # leaves its Python stack on stderr.
+            cmd = [sys.executable, "-X", "faulthandler", __file__, "--child", system, "--geometry", geometry,
+                   "--total", str(args.total), "--step", str(args.step), "--repeats", str(args.repeats), "--page-size", str(args.page_size)]
             print(f"[growth] {geometry} {system} ...", flush=True)
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
             line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
             if proc.returncode != 0 or line is None:
-                rows.append({"system": system, "geometry": geometry, "error": (proc.stderr or proc.stdout)[-2000:]})
-                print(f"[growth] {geometry} {system} FAILED:\n{rows[-1]['error']}", flush=True)
+                rows.append({"system": system, "geometry": geometry, "returncode": proc.returncode,
+                             "error": proc.stderr[-3000:], "stdout": proc.stdout[-2000:]})
+                print(f"[growth] {geometry} {system} FAILED (exit {proc.returncode}):\n{proc.stdout[-2000:]}\n"
+                      f"{proc.stderr[-3000:]}", flush=True)
                 continue
             row = json.loads(line[7:])
             row["geometry"] = geometry
