@@ -186,7 +186,8 @@ def main() -> None:
             # -X faulthandler: a child that dies in native code (kvcached's C++ allocator did, once) still
             # leaves its Python stack on stderr.
             cmd = [sys.executable, "-X", "faulthandler", __file__, "--child", system, "--geometry", geometry,
-                   "--total", str(args.total), "--step", str(args.step), "--repeats", str(args.repeats), "--page-size", str(args.page_size)]
+                   "--total", str(args.total), "--step", str(args.step), "--repeats", str(args.repeats),
+                   "--page-size", str(args.page_size)]
             print(f"[growth] {geometry} {system} ...", flush=True)
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
             line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
