@@ -6,6 +6,10 @@ Each mode runs in its own process (clean NVML numbers): an in-process vLLM engin
 random-weight Qwen2.5-0.5B-shaped model, a batch of 32 greedy requests (prompts of 64-6000 tokens,
 32 output tokens each, ignore_eos), VRAM sampled before the engine, at idle after start, right after
 the burst and 3 s later. Needs a supported GPU vLLM (0.24-0.26) and nvidia-ml-py.
+
+``--breakdown`` also records torch's allocation history in the elastic run and reports, at idle, what
+the caching allocator holds: allocated vs reserved bytes and the largest live allocations grouped by
+the vLLM/kvlab line that made them (issue 3's idle goal is missed by ~100-230 MiB; this says by what).
 """
 
 from __future__ import annotations
@@ -34,7 +38,33 @@ def _vram() -> int:
         nv.close()
 
 
-def _child(mode: str, model: str, util: float) -> dict:
+def _frame(frames) -> str:
+    """The innermost frame of an allocation's stack that is vLLM's or kvlab's (else the innermost one)."""
+    for f in frames:
+        name = f.get("filename", "")
+        if "/vllm/" in name or "/kvlab/" in name:
+            return f"{name.split('/vllm/')[-1].split('/kvlab/')[-1]}:{f.get('line')} {f.get('name')}"
+    return f"{frames[0].get('filename')}:{frames[0].get('line')}" if frames else "?"
+
+
+def _idle_breakdown(top: int = 15) -> dict:
+    """What torch's caching allocator holds now: live allocations grouped by the line that made them."""
+    import torch
+
+    groups: dict[str, list[int]] = {}
+    for seg in torch.cuda.memory_snapshot():
+        for block in seg["blocks"]:
+            if block["state"] == "active_allocated":
+                g = groups.setdefault(_frame(block.get("frames", [])), [0, 0])
+                g[0] += block["size"]
+                g[1] += 1
+    ranked = sorted(groups.items(), key=lambda kv: -kv[1][0])[:top]
+    return {"allocated_MiB": torch.cuda.memory_allocated() / 2**20,
+            "reserved_MiB": torch.cuda.memory_reserved() / 2**20,
+            "top": [{"where": k, "MiB": round(v[0] / 2**20, 1), "blocks": v[1]} for k, v in ranked]}
+
+
+def _child(mode: str, model: str, util: float, breakdown: bool = False) -> dict:
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
     import vllm
@@ -44,6 +74,10 @@ def _child(mode: str, model: str, util: float) -> dict:
 
     kv.register()
     before = _vram()
+    if breakdown:
+        import torch
+
+        torch.cuda.memory._record_memory_history(max_entries=200_000)  # stacks of live allocations
     t0 = time.perf_counter()
     llm = LLM(model=model, dtype="bfloat16", enforce_eager=True, gpu_memory_utilization=util,
               distributed_executor_backend="uni", max_model_len=8192, seed=0,
@@ -51,6 +85,7 @@ def _child(mode: str, model: str, util: float) -> dict:
     started = time.perf_counter() - t0
     time.sleep(1)
     idle = _vram()
+    idle_breakdown = _idle_breakdown() if breakdown else None
     rng = random.Random(0)
     prompts = [{"prompt_token_ids": [rng.randrange(10, 150000) for _ in range(n)]} for n in LENGTHS]
     sp = SamplingParams(temperature=0, max_tokens=MAX_TOKENS, ignore_eos=True)
@@ -63,7 +98,8 @@ def _child(mode: str, model: str, util: float) -> dict:
     stats = llm.collective_rpc("kvlab_stats")[0] if mode == "elastic" else {}
     return {"mode": mode, "vllm": vllm.__version__, "util": util, "start_s": round(started, 1),
             "burst_s": round(burst_s, 2), "vram_before": before, "vram_idle": idle, "vram_after_burst": after,
-            "vram_3s_later": later, "kvlab_stats": stats, "outputs": [list(o.outputs[0].token_ids) for o in outs]}
+            "vram_3s_later": later, "kvlab_stats": stats, "idle_breakdown": idle_breakdown,
+            "outputs": [list(o.outputs[0].token_ids) for o in outs]}
 
 
 def main() -> None:
@@ -72,9 +108,11 @@ def main() -> None:
     ap.add_argument("--util", type=float, default=0.5)
     ap.add_argument("--child", choices=["static", "elastic"])
     ap.add_argument("--model")
+    ap.add_argument("--breakdown", action="store_true", help="what torch holds at idle, by allocating line")
     args = ap.parse_args()
     if args.child:
-        print("RESULT " + json.dumps(_child(args.child, args.model, args.util)), flush=True)
+        breakdown = args.breakdown and args.child == "elastic"
+        print("RESULT " + json.dumps(_child(args.child, args.model, args.util, breakdown)), flush=True)
         return
     from kvlab.models import synthetic
 
@@ -82,8 +120,8 @@ def main() -> None:
     weights = os.path.getsize(os.path.join(model, "model.safetensors"))
     runs = {}
     for mode in ("static", "elastic"):
-        p = subprocess.run([sys.executable, __file__, "--child", mode, "--model", model, "--util", str(args.util)],
-                           capture_output=True, text=True)
+        cmd = [sys.executable, __file__, "--child", mode, "--model", model, "--util", str(args.util)]
+        p = subprocess.run(cmd + (["--breakdown"] if args.breakdown else []), capture_output=True, text=True)
         lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
         if p.returncode or not lines:
             print(p.stdout[-3000:], p.stderr[-6000:], sep="\n")
@@ -105,6 +143,8 @@ def main() -> None:
     with open(args.out, "w") as f:
         json.dump(summary, f, indent=2)
     print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=2))
+    if e.get("idle_breakdown"):
+        print(json.dumps(e["idle_breakdown"], indent=2))
 
 
 if __name__ == "__main__":
