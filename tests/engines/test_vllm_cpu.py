@@ -5,6 +5,8 @@ planner, the worker's arena) are observable. The multi-process server is in test
 The workload (tests/engines/vllm_batch.py) crosses page boundaries and needs ~8 chunks of 8 MiB.
 """
 
+import time
+
 import numpy as np
 import pytest
 
@@ -20,6 +22,7 @@ from tests.engines.vllm_helpers import (  # noqa: E402
     scheduler_of,
     worker_stats,
 )
+from tests.waiting import until  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -50,17 +53,28 @@ def test_static_baseline_is_sane(static_reference):
 
 @pytest.mark.parametrize("page_size", ["2MiB", "64KiB"])
 def test_greedy_outputs_identical_to_static(tiny_model, static_reference, page_size):
-    llm = make_llm(tiny_model, KV_BYTES, kvlab={"elastic": True, "page_size": page_size})
+    grace = 2.0  # idle_release: the reserve goes after 2 s idle
+    llm = make_llm(tiny_model, KV_BYTES, kvlab={"elastic": True, "page_size": page_size, "idle_release": grace})
     try:
         outputs = generate(llm, prompts())
+        went_idle = time.monotonic()
         stats = worker_stats(llm)
         _assert_consistent(llm)
+        # In-process, nothing steps while idle: the pool's watcher thread hands the release to the worker.
+        arena = (stats["pid"], stats["base"], stats["capacity"])
+        released = until(lambda: resident_bytes(*arena) == stats["chunk_bytes"], grace + 5)
+        waited = time.monotonic() - went_idle
+        after = worker_stats(llm)
+        _assert_consistent(llm)
+        retained = scheduler_of(llm).kvlab_planner.retained_chunks()
     finally:
         close_llm(llm)
     assert outputs == static_reference["outputs"]
     idle = stats["chunk_bytes"] * (1 + 32 * MiB // stats["chunk_bytes"])  # chunk 0 + the 32 MiB reserve
     assert stats["peak_mapped_bytes"] > idle + 2 * stats["chunk_bytes"]  # the batch made memory grow
     assert stats["mapped_bytes"] <= idle                                 # and it went back afterwards
+    assert released, f"the reserve was still mapped {waited:.1f} s after the engine went idle"
+    assert waited >= grace - 0.5 and after["mapped_bytes"] == stats["chunk_bytes"] and retained == 0
 
 
 def test_idle_memory_and_released_prefix_cache(tiny_model, static_reference):

@@ -3,12 +3,14 @@
 The API server, the engine core (scheduler) and the worker are three processes: page plans travel
 from the scheduler to the worker inside vLLM's pickled SchedulerOutput. We check the completions
 against stock vLLM, and ask the worker (vLLM's dev-mode /collective_rpc) where its KV arena is, so the
-kernel's own count of resident pages in it (/proc/PID/smaps) shows memory growing for a burst and
-going back when the burst is over.
+kernel's own count of resident pages in it (/proc/PID/pagemap) shows memory growing for a burst and
+going back when the burst is over: to chunk 0 and the reserve at once, and to chunk 0 alone once the
+engine has been idle for the grace period (KVLAB_IDLE_RELEASE, short here), with no request to wake it.
 """
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -16,15 +18,22 @@ import sys
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
 pytest.importorskip("vllm")
 
+from kvlab import registry  # noqa: E402
 from tests.engines.vllm_batch import KV_BYTES, MAX_TOKENS, MiB, prompts  # noqa: E402
 from tests.engines.vllm_helpers import PeakResidency, resident_bytes  # noqa: E402
+from tests.waiting import until, wait_for  # noqa: E402
 
 pytestmark = pytest.mark.slow
+
+POOL = "served"   # the server's pool record (in a private registry directory)
+GRACE = 4.0       # its KVLAB_IDLE_RELEASE: short, so the test can wait it out
+RESERVE = 32 * MiB  # kvlab's default reserve, kept mapped after a burst until the grace is over
 
 # What the vllm.general_plugins entry point does in the server process, then vLLM's documented server.
 LAUNCH = ("import runpy, kvlab.engines.vllm as kv; kv.register(); "
@@ -47,8 +56,10 @@ def _post(url, body, timeout=120):
 def server(tiny_model, tmp_path_factory):
     port = _free_port()
     log_path = tmp_path_factory.mktemp("server") / "server.log"
+    root = Path("/dev/shm") / f"kvlab-test-{os.getpid()}-{secrets.token_hex(4)}"
     env = dict(os.environ, KVLAB_ELASTIC="1", VLLM_ENABLE_V1_MULTIPROCESSING="1", VLLM_HOST_IP="127.0.0.1",
-               VLLM_SERVER_DEV_MODE="1", VLLM_LOGGING_LEVEL="INFO")
+               VLLM_SERVER_DEV_MODE="1", VLLM_LOGGING_LEVEL="INFO", KVLAB_REGISTRY_DIR=str(root),
+               KVLAB_POOL_NAME=POOL, KVLAB_IDLE_RELEASE=str(GRACE))
     cmd = [sys.executable, "-c", LAUNCH, "--model", str(tiny_model), "--host", "127.0.0.1", "--port", str(port),
            "--enforce-eager", "--dtype", "bfloat16", "--kv-cache-memory-bytes", str(KV_BYTES),
            "--max-model-len", "8192", "--max-num-seqs", "64", "--seed", "0"]
@@ -69,7 +80,7 @@ def server(tiny_model, tmp_path_factory):
             if time.monotonic() > deadline:
                 pytest.fail(f"the server did not become healthy:\n{log_path.read_text()[-4000:]}")
             time.sleep(0.5)
-        yield base, log_path
+        yield base, log_path, str(root)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)  # the group this fixture started: server, engine core, worker
         try:
@@ -77,6 +88,11 @@ def server(tiny_model, tmp_path_factory):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        left = sorted(os.listdir(root)) if root.exists() else []
+        for entry in left:
+            os.unlink(root / entry)
+        if root.exists():
+            root.rmdir()
 
 
 def _complete(base, prompt_ids):
@@ -86,7 +102,7 @@ def _complete(base, prompt_ids):
 
 
 def test_openai_server_serves_from_elastic_memory(server, tiny_model, static_reference):
-    base, log_path = server
+    base, log_path, root = server
     _complete.model = str(tiny_model)
     stats = _post(base + "/collective_rpc", {"method": "kvlab_stats"})["results"][0]
     arena = (stats["pid"], stats["base"], stats["capacity"])
@@ -113,13 +129,33 @@ def test_openai_server_serves_from_elastic_memory(server, tiny_model, static_ref
         urllib.request.urlopen(urllib.request.Request(base + "/reset_prefix_cache", method="POST"), timeout=60).read()
         assert _complete(base, batch[i]) == static_reference["alone"][i], f"prompt {i} differs from stock vLLM"
 
-    reserve = 32 * MiB  # kvlab's default headroom, kept mapped after a burst
-    deadline = time.monotonic() + 10
-    while resident_bytes(*arena) > idle + reserve and time.monotonic() < deadline:
-        time.sleep(0.1)
-    after = resident_bytes(*arena)
+    # Idle: chunk 0 and (part of) the reserve stay mapped, so the next burst need not map again...
+    assert until(lambda: resident_bytes(*arena) == registry.read(POOL, root).mapped <= idle + RESERVE, GRACE - 1), \
+        "memory did not go back to chunk 0 + the reserve as the burst ended"
     stats = _post(base + "/collective_rpc", {"method": "kvlab_stats"})["results"][0]
+    rec = registry.read(POOL, root)
     assert stats["peak_mapped_bytes"] >= idle + 2 * stats["chunk_bytes"]
     assert sampled.peak > idle, f"no growth seen in {sampled.samples} readings of the worker's arena"
-    assert after == stats["mapped_bytes"] <= idle + reserve, "memory did not return within 10 s of the burst"
+    assert stats["mapped_bytes"] == rec.mapped and rec.retained == rec.mapped - idle >= 2 * stats["chunk_bytes"]
     assert "kvlab: elastic KV cache" in log_path.read_text()
+    _reserve_goes_after_the_grace(base, root, arena, idle)
+
+
+def _reserve_goes_after_the_grace(base, root, arena, idle):
+    """...until the engine has been idle for GRACE seconds: then the watcher wakes the idle engine core
+    (multi-process: nothing else would make it step) and the reserve goes, chunk 0 stays. A request
+    inside the grace runs in the reserve (nothing mapped) and starts the grace afresh."""
+    kept = registry.read(POOL, root)
+    time.sleep(GRACE / 2)
+    assert resident_bytes(*arena) == kept.mapped, "the reserve went before the grace was over"
+    _complete(base, prompts([300], seed=7)[0]["prompt_token_ids"])
+    last_request = time.monotonic()
+    assert registry.read(POOL, root).n_maps == kept.n_maps  # served from the retained reserve
+    wait_for(lambda: resident_bytes(*arena) == idle, GRACE + 5, "the idle engine to give the reserve back")
+    waited = time.monotonic() - last_request
+    rec = registry.read(POOL, root)
+    print(f"idle server: {kept.mapped >> 20} -> {idle >> 20} MiB resident {waited:.2f} s after its last request "
+          f"(grace {GRACE:g} s)")
+    assert waited >= GRACE - 1, f"the reserve went {waited:.2f} s after the last request, inside the grace"
+    assert (rec.mapped, rec.retained) == (idle, 0) and rec.n_unmaps > kept.n_unmaps
+    assert resident_bytes(*arena) == idle

@@ -61,8 +61,9 @@ def _kvlab(*args):
 def server(tiny_model, root):
     from kvlab.lab import Server
 
-    env = {"KVLAB_RESERVE": str(RESERVE), "VLLM_SERVER_DEV_MODE": "1", "KVLAB_REGISTRY_DIR": root,
-           "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
+    # The limit is to take the idle pool's reserve: the idle grace must not take it first on a slow machine.
+    env = {"KVLAB_RESERVE": str(RESERVE), "KVLAB_IDLE_RELEASE": "off", "VLLM_SERVER_DEV_MODE": "1",
+           "KVLAB_REGISTRY_DIR": root, "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
     with Server(tiny_model, memory="elastic", device="cpu", env=env, progress=False, max_model_len=2048,
                 kv_cache_memory_bytes=1 << 30, max_num_seqs=32, seed=0,
                 distributed_executor_backend="mp") as s:

@@ -22,7 +22,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def test_idle_in_process_engine_obeys_a_limit_from_another_process(tiny_model, root):
-    llm = make_llm(tiny_model, KV_BYTES, kvlab={"elastic": True, "reserve": "48MiB", "pool_name": "inproc"})
+    # The limit is to take the idle engine's reserve: the idle grace must not take it first ("off").
+    llm = make_llm(tiny_model, KV_BYTES, kvlab={"elastic": True, "reserve": "48MiB", "pool_name": "inproc",
+                                                "idle_release": "off"})
     try:
         rec = registry.read("inproc")
         assert rec.pid == os.getpid() and rec.mapped == 8 * MiB and rec.device == "cpu"
