@@ -92,7 +92,9 @@ def test_gpu_server_identity_idle_memory_and_limits(tiny_model, root, static_tok
     extra = ({"compilation_config": {"mode": 0, "cudagraph_mode": "FULL_DECODE_ONLY",
                                      "cudagraph_capture_sizes": [1, 2, 4, 8, 16, 32, 64]}}
              if graphs else {"enforce_eager": True})
-    env = {"KVLAB_RESERVE": str(RESERVE), "KVLAB_REGISTRY_DIR": root, "VLLM_SERVER_DEV_MODE": "1"}
+    # The idle grace off: the limit below must find the reserve still mapped however slow the steps between.
+    env = {"KVLAB_RESERVE": str(RESERVE), "KVLAB_IDLE_RELEASE": "off", "KVLAB_REGISTRY_DIR": root,
+           "VLLM_SERVER_DEV_MODE": "1"}
     with Server(tiny_model, memory="elastic", env=env, **COMMON, **extra) as s:
         assert _tokens(s) == expected
         rec = registry.read(s.pool_name, root)
