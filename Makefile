@@ -21,6 +21,8 @@ $(STAMP): pyproject.toml $(NATIVE)
 	$(BIN)/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec triton || true
 	$(BIN)/python -m pip install --quiet scikit-build-core nanobind
 	$(BIN)/python -m pip install --quiet --no-build-isolation -e ".[test]"
+	@# ipykernel 6.29 beside the installed 7.x: the views' kernel tests run on both (tests/views/conftest.py).
+	$(BIN)/python -m pip install --quiet --no-deps --upgrade --target $(VENV)/ipykernel6 "ipykernel==6.29.5" "nest_asyncio>=1.6"
 	@touch $@
 
 # Browser tests of the widgets use Debian's chromium (Playwright's own download does not work here).

@@ -1,6 +1,6 @@
 """A Dashboard in a real ipykernel: after its cell returned, the Telemetry's sampler thread keeps the views
-current through IOPub, coalesced, and the last state arrives. Runs against the installed ipykernel (CI:
-whatever pyproject resolves; the same test passed against 6.29 by putting it first on PYTHONPATH).
+current through IOPub, coalesced, and the last state arrives. Runs against the installed ipykernel (>= 7.1)
+and against ipykernel 6.29 (the ``kernel`` fixture, tests/views/conftest.py).
 """
 
 import time

@@ -1,7 +1,7 @@
 """In a real ipykernel: a thread updating a view 1000 times a second after its cell returned.
 
 That is the case ipykernel 7.0 broke (comm messages from threads) and 7.1 fixed; it runs against
-whatever ipykernel is installed, so CI covers the version the lockfile picks (6.x or >= 7.1).
+the installed ipykernel (>= 7.1) and against ipykernel 6.29 (the ``kernel`` fixture in conftest.py).
 """
 
 import time
