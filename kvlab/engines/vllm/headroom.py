@@ -26,7 +26,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kvlab import sysinfo, units
-from kvlab.nvml import Nvml
 
 REFRESH = 0.25            # seconds between measurements (the watcher's cadence)
 GPU_HEADROOM = units.GiB  # default: kept free on a GPU for activations, CUDA contexts, other programs
@@ -85,18 +84,22 @@ def _visible_cuda(index: int) -> str:
 
 
 class _NvmlDevice:
-    """(free, total) of one device from NVML: no CUDA context, and other processes' memory counted."""
-
+    # Its own NVML calls rather than kvlab.nvml's adapter: this probe's exact calls were verified on the
+    # H100 (tests/limits/test_gpu_probe.py); move it onto the adapter with the next GPU run of that test.
     def __init__(self, index: int):
-        nv = Nvml.open()
-        if nv is None:
-            raise RuntimeError("NVML is not available")
-        self._nv, self.index = nv, nv.index_of(_visible_cuda(index))
-        self.uuid = nv.uuid(self.index)
+        import pynvml
+
+        pynvml.nvmlInit()
+        which = _visible_cuda(index)
+        self._nv = pynvml
+        self.handle = (pynvml.nvmlDeviceGetHandleByUUID(which) if not which.isdigit()
+                       else pynvml.nvmlDeviceGetHandleByIndex(int(which)))
+        uuid = pynvml.nvmlDeviceGetUUID(self.handle)
+        self.uuid = uuid.decode() if isinstance(uuid, bytes) else str(uuid)
 
     def __call__(self) -> tuple[int, int]:
-        total, _, free = self._nv.memory(self.index)
-        return free, total
+        mem = self._nv.nvmlDeviceGetMemoryInfo(self.handle)
+        return int(mem.free), int(mem.total)
 
 
 def _torch_if_initialized(index: int) -> Callable[[], tuple[int, int] | None]:
