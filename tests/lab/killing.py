@@ -1,4 +1,4 @@
-"""Kill an engine in the middle of its second burst, timed from the client's own records.
+"""Act (kill an engine, interrupt the run) at a moment timed from the client's own records.
 
 Counting "POST /v1/completions" lines in the server's log, or polling its /metrics, raced with the
 burst on 2 busy cores (the kill meant for the second burst sometimes hit the third). The client knows

@@ -17,6 +17,7 @@ from kvlab.lab import PortInUse, RunInterrupted, Server, bursty, run_workload, t
 from kvlab.lab.process import group_pids  # noqa: E402
 
 from .conftest import ENGINE_ARGS, metric_total, wait_gone  # noqa: E402
+from .killing import KillAfter  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -100,11 +101,12 @@ def test_http_errors_are_recorded_not_raised(server):
 def test_interrupt_keeps_records(server):
     import _thread
 
-    timer = threading.Timer(1.0, _thread.interrupt_main)  # what Ctrl-C / "interrupt kernel" does
-    timer.start()
+    # What Ctrl-C / "interrupt kernel" does, 0.5 s into the 30 s pause after the first burst: timed from
+    # the client's own records, not from the start (the burst took over 1 s on 2 loaded cores).
+    interrupt = KillAfter(3, 0.5, _thread.interrupt_main)
     with pytest.raises(RunInterrupted) as e:
-        run_workload(bursty(2, 3, pause=30, max_tokens=8, prompt_len=8), server)
-    timer.join()
+        run_workload(bursty(2, 3, pause=30, max_tokens=8, prompt_len=8), server, on_record=interrupt)
+    interrupt.join()
     recs = e.value.records
     assert [r.status for r in recs[:3]] == ["ok"] * 3 and all(r.tokens_out == 8 for r in recs[:3])
     assert all(r.status == "error" and "not sent" in r.error for r in recs[3:]), [r.error for r in recs]
