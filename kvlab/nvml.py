@@ -1,9 +1,9 @@
 """NVIDIA devices through NVML (nvidia-ml-py): memory per device and per process, without torch.
 
-One adapter for every kvlab reader of device memory: the engine's headroom probe, the telemetry
-sampler, `kvlab top` and the GPU benchmarks. NVML is used rather than torch because it creates no
-CUDA context (one costs a process ~600 MiB of the device) and because it sees every process's
-memory, other engines' included.
+One adapter for kvlab's readers of device memory: the telemetry sampler, `kvlab top` and the GPU
+benchmarks (the engine's headroom probe keeps its own H100-verified calls until its GPU test runs
+again). NVML is used rather than torch because it creates no CUDA context (one costs a process
+~600 MiB of the device) and because it sees every process's memory, other engines' included.
 
 ``Nvml.open()`` returns None when there is no package, no driver or no device, so callers fall back
 to the host's memory without catching NVML's own errors. Device indices are NVML's (the order of
@@ -40,12 +40,6 @@ class Nvml:
 
     def __len__(self) -> int:
         return len(self.handles)
-
-    def index_of(self, which: str) -> int:
-        """NVML's index of a device named as CUDA_VISIBLE_DEVICES names one: an index or a UUID."""
-        if which.isdigit():
-            return int(which)
-        return int(self._nv.nvmlDeviceGetIndex(self._nv.nvmlDeviceGetHandleByUUID(which)))
 
     def memory(self, index: int) -> tuple[int, int, int]:
         """(total, used, free) bytes of device ``index``."""

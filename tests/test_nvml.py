@@ -1,6 +1,6 @@
 """kvlab.nvml, the one NVML adapter. The real library runs only on the GPU machine (tests/limits/
 test_gpu_probe.py and the GPU server test read devices through it there); here a stand-in module with
-NVML's call signatures checks what the adapter adds: decoding, per-process sums, UUID lookup, and
+NVML's call signatures checks what the adapter adds: decoding, per-process sums, and
 None instead of an exception when there is nothing to read."""
 
 import sys
@@ -30,8 +30,6 @@ def _fake_nvml(devices, init_error=None, processes_error=False):
     nv.nvmlInit, nv.nvmlShutdown = init, shutdown
     nv.nvmlDeviceGetCount = lambda: len(devices)
     nv.nvmlDeviceGetHandleByIndex = lambda i: devices[i]
-    nv.nvmlDeviceGetHandleByUUID = lambda u: next(d for d in devices if d["uuid"] == u)
-    nv.nvmlDeviceGetIndex = lambda h: devices.index(h)
     nv.nvmlDeviceGetMemoryInfo = lambda h: types.SimpleNamespace(total=h["total"], used=h["used"],
                                                                  free=h["total"] - h["used"])
     nv.nvmlDeviceGetUUID = lambda h: h["uuid"].encode()  # nvidia-ml-py < 12 returns bytes
@@ -57,7 +55,6 @@ def test_reads_memory_processes_and_identity(monkeypatch):
     assert nv.memory(0) == (80, 30, 50)
     assert nv.processes(0) == {7: 15}  # one pid's contexts summed; a process NVML cannot size left out
     assert (nv.uuid(1), nv.name(1)) == ("GPU-bbb", "H100")
-    assert nv.index_of("1") == 1 and nv.index_of("GPU-bbb") == 1
 
 
 def test_processes_empty_where_nvml_cannot_tell(monkeypatch):

@@ -15,7 +15,6 @@ from pathlib import Path
 from kvlab.units import MiB
 
 
-
 def _memory_series(result) -> list[tuple[str, str, str, object]]:
     """(setup, server key, label, DataFrame t/value in MiB) for the memory chart."""
     out = []

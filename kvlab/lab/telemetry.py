@@ -267,8 +267,8 @@ class Telemetry:
             pools[rec.name] = PoolSample(rec.name, rec.model, rec.pid, rec.device, rec.capacity, rec.page_size,
                                          rec.mapped, rec.used, rec.retained, rec.limit, rec.min,
                                          rec.page_states() if self.pages else None)
-            for field in ("mapped", "used", "retained", "capacity"):
-                row[f"pool_{field}:{rec.name}"] = getattr(rec, field)
+            for attr in ("mapped", "used", "retained", "capacity"):
+                row[f"pool_{attr}:{rec.name}"] = getattr(rec, attr)
             key = owner.get(rec.name)
             if key is not None:
                 row[f"kv_mapped:{key}"] = row.get(f"kv_mapped:{key}", 0) + rec.mapped

@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("vllm")
 pytestmark = pytest.mark.slow
 
-from kvlab.lab import EngineDied, Fleet, InvalidEngineArgs, Server, bursty, run_workload  # noqa: E402
+from kvlab.lab import EngineDied, Fleet, InvalidEngineArgs, Server, bursty  # noqa: E402
 from kvlab.lab.runner import arun_workload  # noqa: E402
 from kvlab.lab.process import group_pids, pid_alive, shm_files  # noqa: E402
 from kvlab.registry import list_records  # noqa: E402
