@@ -10,7 +10,6 @@ engine has been idle for the grace period (KVLAB_IDLE_RELEASE, short here), with
 
 import json
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -18,7 +17,6 @@ import sys
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
@@ -27,6 +25,7 @@ pytest.importorskip("vllm")
 from kvlab import registry  # noqa: E402
 from tests.engines.vllm_batch import KV_BYTES, MAX_TOKENS, MiB, prompts  # noqa: E402
 from tests.engines.vllm_helpers import PeakResidency, resident_bytes  # noqa: E402
+from tests.registry.conftest import private_root, remove_root  # noqa: E402
 from tests.waiting import until, wait_for  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -56,7 +55,7 @@ def _post(url, body, timeout=120):
 def server(tiny_model, tmp_path_factory):
     port = _free_port()
     log_path = tmp_path_factory.mktemp("server") / "server.log"
-    root = Path("/dev/shm") / f"kvlab-test-{os.getpid()}-{secrets.token_hex(4)}"
+    root = private_root()
     env = dict(os.environ, KVLAB_ELASTIC="1", VLLM_ENABLE_V1_MULTIPROCESSING="1", VLLM_HOST_IP="127.0.0.1",
                VLLM_SERVER_DEV_MODE="1", VLLM_LOGGING_LEVEL="INFO", KVLAB_REGISTRY_DIR=str(root),
                KVLAB_POOL_NAME=POOL, KVLAB_IDLE_RELEASE=str(GRACE))
@@ -88,11 +87,7 @@ def server(tiny_model, tmp_path_factory):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-        left = sorted(os.listdir(root)) if root.exists() else []
-        for entry in left:
-            os.unlink(root / entry)
-        if root.exists():
-            root.rmdir()
+        remove_root(root)
 
 
 def _complete(base, prompt_ids):

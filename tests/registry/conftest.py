@@ -8,18 +8,29 @@ import pytest
 from kvlab.registry import store
 
 
-@pytest.fixture
-def root(monkeypatch):
-    """A private registry directory under /dev/shm; the test fails if it leaves any file behind."""
-    path = Path("/dev/shm") / f"kvlab-test-{os.getpid()}-{secrets.token_hex(4)}"
-    monkeypatch.setattr(store, "_default_root", path)  # calls without root= land here too
-    monkeypatch.setenv("KVLAB_REGISTRY_DIR", str(path))
-    yield str(path)
+def private_root() -> Path:
+    """A fresh path for a private registry directory under /dev/shm (created by the first record)."""
+    return Path("/dev/shm") / f"kvlab-test-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def remove_root(path: Path) -> list[str]:
+    """Remove a private registry directory; the names of the files that were left in it."""
     left = sorted(os.listdir(path)) if path.exists() else []
     for entry in left:
         os.unlink(path / entry)
     if path.exists():
         path.rmdir()
+    return left
+
+
+@pytest.fixture
+def root(monkeypatch):
+    """A private registry directory under /dev/shm; the test fails if it leaves any file behind."""
+    path = private_root()
+    monkeypatch.setattr(store, "_default_root", path)  # calls without root= land here too
+    monkeypatch.setenv("KVLAB_REGISTRY_DIR", str(path))
+    yield str(path)
+    left = remove_root(path)
     assert not left, f"test left files in {path}: {left}"
 
 
