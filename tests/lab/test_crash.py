@@ -1,6 +1,5 @@
 """Engines that die: killed mid-workload, and orphaned by a parent killed with SIGKILL."""
 
-import asyncio
 import json
 import os
 import signal
@@ -14,13 +13,12 @@ import pytest
 pytest.importorskip("vllm")
 pytestmark = pytest.mark.slow
 
-from kvlab.lab import EngineDied, Fleet, InvalidEngineArgs, Server, bursty  # noqa: E402
-from kvlab.lab.runner import arun_workload  # noqa: E402
+from kvlab.lab import EngineDied, Fleet, InvalidEngineArgs, Server, bursty, run_workload  # noqa: E402
 from kvlab.lab.process import group_pids, pid_alive, shm_files  # noqa: E402
 from kvlab.registry import list_records  # noqa: E402
 
 from .conftest import ENGINE_ARGS, wait_gone  # noqa: E402
-from .killing import KillWhenStreaming  # noqa: E402
+from .killing import KillAfter  # noqa: E402
 
 
 def test_engine_killed_mid_workload_keeps_partial_records(tiny_model):
@@ -31,33 +29,24 @@ def test_engine_killed_mid_workload_keeps_partial_records(tiny_model):
         # took long enough on 2 busy cores that the kill missed the burst it was meant for.
         shm = {f for f in shm_files(server.pids()) if f.startswith(("/dev/shm/psm_", "/dev/shm/sem.mp-"))}
 
-        # Killed while the client is receiving tokens of a burst after the first one (KillWhenStreaming). The
-        # bursts follow each other with no pause, so some request is always in flight; which burst was cut is
-        # read off the records.
-        records = []
-        killer = KillWhenStreaming(records, lambda: os.kill(server.pid, signal.SIGKILL))
-        try:
-            with pytest.raises(EngineDied) as e:
-                asyncio.run(arun_workload(bursty(3, burst, pause=0, max_tokens=300, prompt_len=16), server,
-                                          _records=records))
-        finally:
-            killer.stop()
-        assert killer.fired.is_set()
+        # In the second burst: the client saw the first burst's last request finish; 0.1 s later the second
+        # burst is sent, and 0.5 s into it (of ~1-1.5 s of tokens on 2 cores) the engine is killed.
+        killer = KillAfter(burst, 0.6, lambda: os.kill(server.pid, signal.SIGKILL))
+        with pytest.raises(EngineDied) as e:
+            run_workload(bursty(3, burst, pause=0.1, max_tokens=300, prompt_len=16), server, on_record=killer)
+        killer.join(5)
         err = e.value
         assert "died" in str(err) and "during the workload" in str(err)
         assert err.log_tail and "[kvlab watchdog]" in server.log_tail(50)
         recs = err.records
         assert len(recs) == 3 * burst and [r.index for r in recs] == list(range(3 * burst))
-        summary = [(r.phase, r.status, r.error, r.start, r.e2e) for r in recs]
-        cut_phase = min(r.phase for r in recs if not r.ok and r.start is not None)  # sent, then cut by the crash
-        assert cut_phase >= 1, summary  # the kill came after the first burst had finished
-        before = [r for r in recs if r.phase < cut_phase]
-        assert all(r.ok and r.tokens_out == 300 and r.ttft > 0 for r in before), summary
-        cut = [r for r in recs if r.phase == cut_phase and not r.ok]
-        assert all("died" in r.error and r.start is not None for r in cut), summary
-        assert any(r.tokens_out for r in cut), summary  # tokens streamed before the crash are counted
-        after = [r for r in recs if r.phase > cut_phase]
-        assert all(r.error.startswith("not sent") and r.start is None for r in after), summary
+        ok = [r for r in recs if r.ok]
+        assert [r.phase for r in ok] == [0] * burst, [(r.phase, r.status, r.error, r.start, r.e2e) for r in recs]
+        assert all(r.tokens_out == 300 and r.ttft > 0 for r in ok)
+        cut = [r for r in recs if r.phase == 1]
+        assert all(r.status == "error" and "died" in r.error and r.start is not None for r in cut)
+        assert any(r.tokens_out for r in cut)  # tokens streamed before the crash are counted
+        assert all(r.error.startswith("not sent") and r.start is None for r in recs if r.phase == 2)
         assert wait_gone(pgid, 15) == []  # the watchdog took EngineCore and the worker down too
         assert shm and not [f for f in shm if os.path.exists(f)]  # vLLM's shared memory was removed too
         assert not server.alive
