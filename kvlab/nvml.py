@@ -1,8 +1,7 @@
 """NVIDIA devices through NVML (nvidia-ml-py): memory per device and per process, without torch.
 
 One adapter for kvlab's readers of device memory: the telemetry sampler, `kvlab top` and the GPU
-benchmarks (the engine's headroom probe keeps its own H100-verified calls until its GPU test runs
-again). NVML is used rather than torch because it creates no CUDA context (one costs a process
+benchmarks and the engine's headroom probe. NVML is used rather than torch because it creates no CUDA context (one costs a process
 ~600 MiB of the device) and because it sees every process's memory, other engines' included.
 
 ``Nvml.open()`` returns None when there is no package, no driver or no device, so callers fall back
@@ -57,6 +56,21 @@ class Nvml:
         except self._nv.NVMLError:
             pass
         return per
+
+    def index_of_cuda(self, cuda_index: int, visible: str = "") -> int:
+        """NVML's index of what CUDA calls device ``cuda_index`` under CUDA_VISIBLE_DEVICES=``visible``
+        (NVML ignores that variable). Entries are NVML indices or UUIDs, whole or a prefix, as CUDA
+        accepts them."""
+        entries = [v.strip() for v in visible.split(",") if v.strip()]
+        which = entries[cuda_index] if cuda_index < len(entries) else str(cuda_index)
+        if which.isdigit():
+            if int(which) >= len(self):
+                raise LookupError(f"NVML sees {len(self)} devices, none with index {which}")
+            return int(which)
+        matches = [i for i in range(len(self)) if self.uuid(i).startswith(which)]
+        if len(matches) != 1:
+            raise LookupError(f"CUDA_VISIBLE_DEVICES entry {which!r} names {len(matches)} NVML devices")
+        return matches[0]
 
     def uuid(self, index: int) -> str:
         return _text(self._nv.nvmlDeviceGetUUID(self.handles[index]))

@@ -73,3 +73,29 @@ def test_open_is_none_without_devices_or_driver(monkeypatch, devices, init_error
 def test_open_is_none_without_the_package(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", None)  # import pynvml raises ImportError
     assert Nvml.open() is None
+
+
+@pytest.mark.parametrize("cuda_index, visible, expected", [
+    (0, "", 0), (1, "", 1),              # nothing set: CUDA's order is NVML's
+    (0, "1", 1), (1, "1,0", 0),          # indices renumbered by CUDA_VISIBLE_DEVICES
+    (0, "GPU-bbb", 1), (0, "GPU-b", 1),  # a UUID, whole or a prefix, as CUDA accepts it
+])
+def test_index_of_cuda_follows_cuda_visible_devices(monkeypatch, cuda_index, visible, expected):
+    monkeypatch.setitem(sys.modules, "pynvml", _fake_nvml([GPU0, GPU1]))
+    assert Nvml.open().index_of_cuda(cuda_index, visible) == expected
+
+
+@pytest.mark.parametrize("visible", ["2", "GPU-ccc", "GPU-"])  # no such index; no match; two matches
+def test_index_of_cuda_refuses_what_names_no_single_device(monkeypatch, visible):
+    monkeypatch.setitem(sys.modules, "pynvml", _fake_nvml([GPU0, GPU1]))
+    with pytest.raises(LookupError):
+        Nvml.open().index_of_cuda(0, visible)
+
+
+def test_headroom_probe_reads_the_visible_device(monkeypatch):
+    from kvlab.engines.vllm import headroom
+
+    monkeypatch.setitem(sys.modules, "pynvml", _fake_nvml([GPU0, GPU1]))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-bbb,GPU-aaa")
+    name, uuid, probe = headroom.device_probe("cuda", 1)
+    assert (name, uuid, probe()) == ("cuda:1", "GPU-aaa", (50, 80))  # (free, total) of GPU0

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kvlab import sysinfo, units
+from kvlab.nvml import Nvml
 
 REFRESH = 0.25            # seconds between measurements (the watcher's cadence)
 GPU_HEADROOM = units.GiB  # default: kept free on a GPU for activations, CUDA contexts, other programs
@@ -77,29 +78,19 @@ def host_memory() -> tuple[int, int]:
     return available, total
 
 
-def _visible_cuda(index: int) -> str:
-    """What CUDA_VISIBLE_DEVICES says CUDA's device ``index`` is (an NVML index or a UUID)."""
-    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
-    return visible[index] if index < len(visible) else str(index)
-
-
 class _NvmlDevice:
-    # Its own NVML calls rather than kvlab.nvml's adapter: this probe's exact calls were verified on the
-    # H100 (tests/limits/test_gpu_probe.py); move it onto the adapter with the next GPU run of that test.
-    def __init__(self, index: int):
-        import pynvml
+    """Free and total bytes of the device CUDA calls ``index``, read through NVML (no CUDA context)."""
 
-        pynvml.nvmlInit()
-        which = _visible_cuda(index)
-        self._nv = pynvml
-        self.handle = (pynvml.nvmlDeviceGetHandleByUUID(which) if not which.isdigit()
-                       else pynvml.nvmlDeviceGetHandleByIndex(int(which)))
-        uuid = pynvml.nvmlDeviceGetUUID(self.handle)
-        self.uuid = uuid.decode() if isinstance(uuid, bytes) else str(uuid)
+    def __init__(self, index: int):
+        self.nvml = Nvml.open()
+        if self.nvml is None:
+            raise LookupError("NVML cannot see a device")
+        self.index = self.nvml.index_of_cuda(index, os.environ.get("CUDA_VISIBLE_DEVICES", ""))
+        self.uuid = self.nvml.uuid(self.index)
 
     def __call__(self) -> tuple[int, int]:
-        mem = self._nv.nvmlDeviceGetMemoryInfo(self.handle)
-        return int(mem.free), int(mem.total)
+        total, _, free = self.nvml.memory(self.index)
+        return free, total
 
 
 def _torch_if_initialized(index: int) -> Callable[[], tuple[int, int] | None]:
