@@ -170,6 +170,19 @@ def test_idle_shorter_than_the_grace_keeps_the_reserve_longer_releases_it():
     assert _release(p, 500.0) == []                       # nothing left to give
 
 
+def test_only_the_plan_that_ends_the_grace_asks_workers_to_trim_scratch_memory():
+    p = _idle_after_a_burst(grace=30.0)
+    going_idle = p.take_plan(idle=True)                   # chunks 4, 3 go; the reserve stays
+    assert going_idle.unmap == (4, 3) and going_idle.idle and not going_idle.trim
+    assert _release(p, 130.0) == [2, 1]
+    ended = p.take_plan(idle=True)
+    assert ended.unmap == (2, 1) and ended.trim           # the grace is over: the sampler workspace goes too
+    p.tick(131.0)
+    p.note_idle(False)
+    p.grow()                                              # a new burst maps chunk 1 again
+    assert not p.take_plan(idle=False).trim               # busy again: never trims
+
+
 def test_a_request_ends_the_idle_period_and_the_next_one_starts_its_own_grace():
     p = _idle_after_a_burst(grace=30.0)
     p.tick(120.0)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import weakref
 
@@ -134,10 +135,28 @@ class WorkerMapper:
             self.arena.pool.trim(0)  # give the physical pages back to the device, not just to our pool
         if plan.map:
             self._map(plan.map)
-        if plan.idle and self.is_cuda:
+        if plan.trim:
+            self.release_scratch()
+        elif plan.idle and self.is_cuda:
             # Idle: also give back the activations torch's caching allocator keeps from the burst.
             torch.cuda.empty_cache()
         self.plans_applied += 1
+
+    def release_scratch(self) -> None:
+        """Give back what an idle engine holds beyond weights and mapped KV pages, where the next step
+        rebuilds it: vLLM's sampler workspace, then everything torch's caching allocator keeps unused."""
+        if not self.is_cuda:
+            return
+        # vLLM's Triton top-k/top-p sampler keeps a (SMs x vocabulary) fp32 workspace for the engine's
+        # life: 76.5 MiB on an H100 with a 151936-token vocabulary, the largest non-weight buffer of an
+        # idle engine (benchmarks/vllm_elastic_gpu.py --breakdown). Its own reset drops it (and empties
+        # torch's cache); the next sampling step allocates it again. Only where vLLM loaded it: importing
+        # the module here would load Triton.
+        sampler = sys.modules.get("vllm.v1.sample.ops.topk_topp_triton")
+        reset = getattr(sampler, "reset_buffer_cache", None)
+        if reset is not None:
+            reset()
+        torch.cuda.empty_cache()
 
     # -- state -------------------------------------------------------------------------------------
     def stats(self) -> dict:

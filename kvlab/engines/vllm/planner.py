@@ -29,12 +29,15 @@ class PagePlan:
     """What each worker does before a step's forward pass: unmap ``unmap``, then map ``map`` (chunk ids).
 
     ``idle``: the engine has no unfinished request, so workers may also return other cached memory.
+    ``trim``: idle past the grace (the reserve goes): workers also drop scratch buffers that the next
+    step rebuilds, so that a long-idle engine holds its weights and little else.
     """
 
     seq: int
     unmap: tuple[int, ...] = ()
     map: tuple[int, ...] = ()
     idle: bool = False
+    trim: bool = False
 
 
 class ChunkPlanner:
@@ -133,6 +136,11 @@ class ChunkPlanner:
         since, grace = self.idle_since, self.idle_release
         return None if since is None or grace is None else since + grace
 
+    def grace_over(self) -> bool:
+        """Idle for at least ``idle_release`` seconds (by the clock of ``tick``)."""
+        due = self.idle_release_at()
+        return due is not None and self.now >= due
+
     def retained_chunks(self) -> int:
         """Mapped, unpinned chunks that are entirely free: the reserve and chunks waiting to be released."""
         return len(self._fully_free)
@@ -145,8 +153,7 @@ class ChunkPlanner:
         limit must not wait for ``release_delay``.
         """
         ready = sorted(self._fully_free)
-        due = self.idle_release_at()
-        reserve = 0 if idle and due is not None and self.now >= due else self.reserve_chunks
+        reserve = 0 if idle and self.grace_over() else self.reserve_chunks
         keep = max(0, min(reserve, self._budget - (self.n_mapped - len(ready))))
         spare = ready[keep:]
         if not idle:
@@ -170,7 +177,8 @@ class ChunkPlanner:
         if not self._unmap_events and not self._map_events:
             return None
         self._seq += 1
-        plan = PagePlan(self._seq, tuple(self._unmap_events), tuple(self._map_events), idle)
+        plan = PagePlan(self._seq, tuple(self._unmap_events), tuple(self._map_events), idle,
+                        trim=idle and self.grace_over())
         self._unmap_events, self._map_events = [], []
         return plan
 

@@ -59,12 +59,10 @@ class ElasticWorkerMixin:
 
     def compile_or_warm_up_model(self, *args, **kwargs):
         result = super().compile_or_warm_up_model(*args, **kwargs)
-        if self.kvlab_mapper is not None and self.kvlab_mapper.is_cuda:
-            # Profiling and warm-up leave GBs of activations cached by torch's allocator; an idle
-            # elastic engine should hold its weights and little else.
-            import torch
-
-            torch.cuda.empty_cache()
+        if self.kvlab_mapper is not None:
+            # Profiling and warm-up leave GBs of activations cached by torch's allocator, and the
+            # sampler's workspace; an idle elastic engine should hold its weights and little else.
+            self.kvlab_mapper.release_scratch()
         return result
 
     def execute_model(self, scheduler_output, *args, **kwargs):
