@@ -159,8 +159,6 @@ def _child(args) -> None:
 
 
 def main() -> None:
-    from kvlab.memory.units import parse_size
-
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="benchmarks/results/gpu_growth_h100.json")
     p.add_argument("--total", default="8G")
@@ -171,9 +169,16 @@ def main() -> None:
     p.add_argument("--child", choices=("kvlab", "kvcached", "floor"))
     p.add_argument("--geometry", choices=sorted(GEOMETRIES))
     args = p.parse_args()
-    args.total, args.step, args.page_size = parse_size(args.total), parse_size(args.step), parse_size(args.page_size)
     if args.child:
+        # Sizes come as bytes from the parent, so that a child imports nothing of kvlab it does not
+        # measure. kvcached's child, which used to load kvlab's native module first, died on the H100
+        # inside kvcached's C++ allocator, at its first iostream output of a number: if two C++ runtimes
+        # in one process were the cause, this keeps them apart.
+        args.total, args.step, args.page_size = int(args.total), int(args.step), int(args.page_size)
         return _child(args)
+    from kvlab.memory.units import parse_size
+
+    args.total, args.step, args.page_size = parse_size(args.total), parse_size(args.step), parse_size(args.page_size)
 
     from kvlab.results import write_json_atomic
     from kvlab.sysinfo import environment

@@ -1,11 +1,15 @@
 """Static vs elastic vLLM on one GPU: greedy identity and NVML VRAM at idle, after a burst, after release.
 
-    python benchmarks/vllm_elastic_gpu.py [--out results.json] [--util 0.5]
+    python benchmarks/vllm_elastic_gpu.py [--out results.json] [--util 0.5] [--grace 2] [--breakdown] [--expandable]
 
 Each mode runs in its own process (clean NVML numbers): an in-process vLLM engine over kvlab's
 random-weight Qwen2.5-0.5B-shaped model, a batch of 32 greedy requests (prompts of 64-6000 tokens,
 32 output tokens each, ignore_eos), VRAM sampled before the engine, at idle after start, right after
-the burst and 3 s later. Needs a supported GPU vLLM (0.24-0.26) and nvidia-ml-py.
+the burst and once the idle grace has ended (``--grace`` seconds, KVLAB_IDLE_RELEASE; then the reserve
+and the sampler's workspace go too). Needs a supported GPU vLLM (0.24-0.26) and nvidia-ml-py.
+
+``--expandable`` adds a third run: elastic with PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True, which
+lets torch's ``empty_cache`` return the unused parts of segments that still hold live blocks.
 
 ``--breakdown`` also records torch's allocation history in the elastic run and reports, at idle, what
 the caching allocator holds: allocated vs reserved bytes and the largest live allocations grouped by
@@ -64,7 +68,7 @@ def _idle_breakdown(top: int = 15) -> dict:
             "top": [{"where": k, "MiB": round(v[0] / 2**20, 1), "blocks": v[1]} for k, v in ranked]}
 
 
-def _child(mode: str, model: str, util: float, breakdown: bool = False) -> dict:
+def _child(mode: str, model: str, util: float, grace: float, breakdown: bool = False) -> dict:
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
     import vllm
@@ -93,12 +97,14 @@ def _child(mode: str, model: str, util: float, breakdown: bool = False) -> dict:
     outs = llm.generate(prompts, sp, use_tqdm=False)
     burst_s = time.perf_counter() - t0
     after = _vram()
-    time.sleep(3)
+    time.sleep(grace + 2)  # the watcher releases the reserve when the grace ends: give it a moment
     later = _vram()
+    grace_breakdown = _idle_breakdown() if breakdown else None
     stats = llm.collective_rpc("kvlab_stats")[0] if mode == "elastic" else {}
     return {"mode": mode, "vllm": vllm.__version__, "util": util, "start_s": round(started, 1),
             "burst_s": round(burst_s, 2), "vram_before": before, "vram_idle": idle, "vram_after_burst": after,
-            "vram_3s_later": later, "kvlab_stats": stats, "idle_breakdown": idle_breakdown,
+            "vram_after_grace": later, "kvlab_stats": stats, "idle_breakdown": idle_breakdown,
+            "grace_breakdown": grace_breakdown, "alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF", ""),
             "outputs": [list(o.outputs[0].token_ids) for o in outs]}
 
 
@@ -109,42 +115,57 @@ def main() -> None:
     ap.add_argument("--child", choices=["static", "elastic"])
     ap.add_argument("--model")
     ap.add_argument("--breakdown", action="store_true", help="what torch holds at idle, by allocating line")
+    ap.add_argument("--grace", type=float, default=2.0, help="KVLAB_IDLE_RELEASE of the elastic runs (seconds)")
+    ap.add_argument("--expandable", action="store_true", help="also run elastic with expandable segments")
     args = ap.parse_args()
     if args.child:
         breakdown = args.breakdown and args.child == "elastic"
-        print("RESULT " + json.dumps(_child(args.child, args.model, args.util, breakdown)), flush=True)
+        print("RESULT " + json.dumps(_child(args.child, args.model, args.util, args.grace, breakdown)), flush=True)
         return
     from kvlab.models import synthetic
 
     model = str(synthetic("qwen2", "qwen2.5-0.5b"))
     weights = os.path.getsize(os.path.join(model, "model.safetensors"))
     runs = {}
-    for mode in ("static", "elastic"):
-        cmd = [sys.executable, __file__, "--child", mode, "--model", model, "--util", str(args.util)]
-        p = subprocess.run(cmd + (["--breakdown"] if args.breakdown else []), capture_output=True, text=True)
+    setups = {"static": {}, "elastic": {}}
+    if args.expandable:
+        setups["elastic-expandable"] = {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}
+    for name, env in setups.items():
+        mode = name.split("-")[0]
+        cmd = [sys.executable, __file__, "--child", mode, "--model", model, "--util", str(args.util),
+               "--grace", str(args.grace)] + (["--breakdown"] if args.breakdown else [])
+        p = subprocess.run(cmd, capture_output=True, text=True,
+                           env=dict(os.environ, KVLAB_IDLE_RELEASE=str(args.grace), **env))
         lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
         if p.returncode or not lines:
             print(p.stdout[-3000:], p.stderr[-6000:], sep="\n")
-            raise SystemExit(f"{mode} run failed ({p.returncode})")
-        runs[mode] = json.loads(lines[-1][7:])
+            raise SystemExit(f"{name} run failed ({p.returncode})")
+        runs[name] = json.loads(lines[-1][7:])
     s, e = runs["static"], runs["elastic"]
     summary = {
         "gpu": subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
                               capture_output=True, text=True).stdout.strip(),
         "weights_bytes": weights,
-        "identical_outputs": s["outputs"] == e["outputs"],
-        "mismatched_requests": [i for i, (a, b) in enumerate(zip(s["outputs"], e["outputs"])) if a != b],
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "config": {"util": args.util, "grace_s": args.grace, "lengths": LENGTHS, "max_tokens": MAX_TOKENS},
+        "identical_outputs": all(r["outputs"] == s["outputs"] for r in runs.values()),
+        "mismatched_requests": {name: [i for i, (a, b) in enumerate(zip(s["outputs"], r["outputs"])) if a != b]
+                                for name, r in runs.items() if name != "static"},
         "static_idle_MiB": (s["vram_idle"] - s["vram_before"]) >> 20,
         "elastic_idle_MiB": (e["vram_idle"] - e["vram_before"]) >> 20,
         "elastic_after_burst_MiB": (e["vram_after_burst"] - e["vram_before"]) >> 20,
-        "elastic_3s_later_MiB": (e["vram_3s_later"] - e["vram_before"]) >> 20,
+        "elastic_after_grace_MiB": (e["vram_after_grace"] - e["vram_before"]) >> 20,
+        "idle_MiB": {name: {point: (r[f"vram_{point}"] - r["vram_before"]) >> 20
+                            for point in ("idle", "after_burst", "after_grace")} for name, r in runs.items()},
         "runs": {k: {kk: vv for kk, vv in v.items() if kk != "outputs"} for k, v in runs.items()},
     }
     with open(args.out, "w") as f:
         json.dump(summary, f, indent=2)
     print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=2))
-    if e.get("idle_breakdown"):
-        print(json.dumps(e["idle_breakdown"], indent=2))
+    for name, r in runs.items():
+        for point in ("idle_breakdown", "grace_breakdown"):
+            if r.get(point):
+                print(name, point, json.dumps({**r[point], "top": r[point]["top"][:6]}, indent=1))
 
 
 if __name__ == "__main__":
