@@ -100,7 +100,7 @@ def _run(workload, target, **kw):
     return recs, time.perf_counter() - t0
 
 
-def single(args, vram: VramSampler) -> list[dict]:
+def single(args, vram: VramSampler, save) -> list[dict]:
     from kvlab.lab import bursty, poisson
     from kvlab.models import synthetic
 
@@ -157,10 +157,11 @@ def single(args, vram: VramSampler) -> list[dict]:
             print(f"[single] {system} FAILED: {row['error']}", flush=True)
         time.sleep(2)
         row["after_stop_mib"] = vram.used() / 2**20
+        save(rows)
     return rows
 
 
-def multi(args, vram: VramSampler) -> list[dict]:
+def multi(args, vram: VramSampler, save) -> list[dict]:
     from kvlab.lab import Fleet, alternating
     from kvlab.models import synthetic
 
@@ -176,6 +177,7 @@ def multi(args, vram: VramSampler) -> list[dict]:
         except Exception as e:
             row["error"] = f"{type(e).__name__}: {e}"[-3000:]
             print(f"[multi] {system} FAILED to start: {row['error']}", flush=True)
+            save(rows)
             continue
         try:
             with Fleet(servers, start=False) as fleet:
@@ -197,10 +199,11 @@ def multi(args, vram: VramSampler) -> list[dict]:
             row["error"] = f"{type(e).__name__}: {e}"[-3000:]
             print(f"[multi] {system} FAILED: {row['error']}", flush=True)
         time.sleep(2)
+        save(rows)
     return rows
 
 
-def identity(args, vram: VramSampler) -> list[dict]:
+def identity(args, vram: VramSampler, save) -> list[dict]:
     from kvlab.models import synthetic
 
     model = synthetic("qwen2", "qwen2.5-0.5b")
@@ -246,14 +249,20 @@ def main() -> None:
     from kvlab.sysinfo import environment, package_version
 
     vram = VramSampler()
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+    def save(rows: list[dict], complete: bool = False) -> None:
+        # After every system, not only at the end: a run cut off by a time limit keeps what it measured.
+        write_json_atomic(args.out, {
+            "benchmark": f"gpu_serving_{args.mode}", "date": started, "complete": complete,
+            "config": vars(args), "versions": {k: package_version(k) for k in ("vllm", "kvcached", "torch", "kvlab")},
+            "baseline_used_mib": vram.base / 2**20, "system_info": environment(), "rows": rows})
+
     try:
-        rows = {"single": single, "multi": multi, "identity": identity}[args.mode](args, vram)
+        rows = {"single": single, "multi": multi, "identity": identity}[args.mode](args, vram, save)
     finally:
         vram.stop()
-    write_json_atomic(args.out, {
-        "benchmark": f"gpu_serving_{args.mode}", "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "config": vars(args), "versions": {k: package_version(k) for k in ("vllm", "kvcached", "torch", "kvlab")},
-        "baseline_used_mib": vram.base / 2**20, "system_info": environment(), "rows": rows})
+    save(rows, complete=True)
 
 
 if __name__ == "__main__":
