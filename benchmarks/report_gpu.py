@@ -2,8 +2,8 @@
 
     python benchmarks/report_gpu.py   # prints a Markdown table, writes docs/img/gpu_serving.png and gpu_growth.png
 
-Reads benchmarks/results/gpu_serving_single_h100.json and gpu_growth_h100.json. Every figure printed comes
-from those files; spreads are min-max over the repeats recorded there.
+Reads benchmarks/results/gpu_serving_single_h100.json, gpu_serving_multi2_h100.json and gpu_growth_h100.json.
+Every figure printed comes from those files; spreads are min-max over the repeats recorded there.
 """
 
 from __future__ import annotations
@@ -40,6 +40,20 @@ def serving_table(data: dict) -> str:
     return "\n".join(lines)
 
 
+def multi_table(data: dict) -> str:
+    """Benchmark 5: N models, alternating bursts; static vLLM gets an even split of the utilisation."""
+    lines = ["| system | util per model | idle VRAM (all models) | peak VRAM | TTFT p99 per model | TTFT p99 all |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for r in data["rows"]:
+        if r.get("error"):
+            lines.append(f"| {NAMES[r['system']]} | failed: {r['error'][:80]} | | | | |")
+            continue
+        per = ", ".join(f"{s['ttft_p99'] * 1000:.0f}" for _, s in sorted(r["per_model"].items()))
+        lines.append(f"| {NAMES[r['system']]} | {r['util_each']:.2f} | {r['idle_mib']:.0f} MiB | {r['peak_mib']:.0f} MiB "
+                     f"| {per} ms | {r['all']['ttft_p99'] * 1000:.0f} ms |")
+    return "\n".join(lines)
+
+
 def growth_table(data: dict) -> str:
     lines = ["| geometry | system | grow GiB/s (min-max) | shrink GiB/s (min-max) |", "| --- | --- | --- | --- |"]
     for r in data["rows"]:
@@ -62,7 +76,8 @@ def plots(serving: dict, growth: dict) -> list[Path]:
     rows = [r for r in serving["rows"] if not r.get("error")]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     labels = [NAMES[r["system"]] for r in rows]
-    axes[0].bar(labels, [r["idle_after_burst_mib"] / 1024 for r in rows], color=["#888", "#c85", "#38a"])
+    colors = {"static": "#888", "kvcached": "#c85", "elastic": "#38a"}
+    axes[0].bar(labels, [r["idle_after_burst_mib"] / 1024 for r in rows], color=[colors[r["system"]] for r in rows])
     axes[0].set_ylabel("GiB over the device baseline")
     axes[0].set_title("idle VRAM after bursts")
     axes[0].set_yscale("log")
@@ -103,6 +118,8 @@ def plots(serving: dict, growth: dict) -> list[Path]:
 def main() -> None:
     serving, growth = _load("gpu_serving_single_h100.json"), _load("gpu_growth_h100.json")
     print(serving_table(serving))
+    print()
+    print(multi_table(_load("gpu_serving_multi2_h100.json")))
     print()
     print(growth_table(growth))
     for p in plots(serving, growth):
