@@ -1,7 +1,8 @@
 """The tutorial notebooks: committed clean, and each runs top to bottom in a real kernel (KVLAB_QUICK=1).
 
-Execution uses nbclient with a real ipykernel, as nbmake does; a cell that raises fails the test with
-the cell's traceback. Each kernel gets a marker in its environment, so after the run we can check that
+Execution is nbmake's (its NotebookRun, the engine behind ``pytest --nbmake``) with a real ipykernel; a
+cell that raises fails the test with the cell's traceback, and what each notebook must have shown is
+checked in its kernel afterwards (nbmake's post_cell_execute). Each kernel gets a marker in its environment, so after the run we can check that
 nothing it started (engines, their helpers) is still alive — without mistaking another test's or
 another user's processes on the same machine for ours.
 """
@@ -105,25 +106,26 @@ def _errors(nb) -> list[str]:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", EXPECTED)
 def test_notebook_runs_top_to_bottom(name, tmp_path, monkeypatch):
-    from nbclient import NotebookClient
+    from nbmake.nb_run import NotebookRun
 
     for var in _ENGINE_TEST_DEFAULTS:
         monkeypatch.delenv(var, raising=False)
     marker = f"kvlab-nbtest-{uuid.uuid4().hex}"
     monkeypatch.setenv("KVLAB_QUICK", "1")
     monkeypatch.setenv("KVLAB_NBTEST_MARKER", marker)
+    # nbmake runs a copy in tmp_path (its working directory, so results land there), with the checks as
+    # nbmake's post_cell_execute of the last code cell: they run in the same kernel, after it.
     nb = nbformat.read(_path(name), as_version=4)
-    client = NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}})  # results land in tmp_path
+    last_code = [c for c in nb.cells if c.cell_type == "code"][-1]
+    last_code.metadata["nbmake"] = {"post_cell_execute": CHECKS[name].strip().splitlines()}
+    copy = tmp_path / f"{name}.ipynb"
+    nbformat.write(nb, copy)
     t0 = time.monotonic()
-    with client.setup_kernel():
-        for i, cell in enumerate(nb.cells):
-            client.execute_cell(cell, i)  # raises CellExecutionError with the failing cell's traceback
-        nb.cells.append(nbformat.v4.new_code_cell(CHECKS[name]))  # in memory only: the file stays as it is
-        client.execute_cell(nb.cells[-1], len(nb.cells) - 1)
+    result = NotebookRun(copy, default_timeout=CELL_TIMEOUT).execute()  # a failed check raises here
     elapsed = time.monotonic() - t0
     print(f"{name}: {elapsed:.1f} s")
-    assert not _errors(nb), f"{name} printed tracebacks:\n" + "\n".join(_errors(nb))
+    assert result.error is None, f"{name} failed in cell {result.error.failing_cell_index}:\n{result.error.trace}"
+    assert not _errors(result.nb), f"{name} printed tracebacks:\n" + "\n".join(_errors(result.nb))
     deadline = time.monotonic() + 30
     while _processes_with(marker) and time.monotonic() < deadline:
         time.sleep(0.5)
