@@ -249,14 +249,13 @@ def main() -> None:
     from kvlab.sysinfo import environment, package_version
 
     vram = VramSampler()
-    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    meta = {"benchmark": f"gpu_serving_{args.mode}", "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "config": vars(args), "versions": {k: package_version(k) for k in ("vllm", "kvcached", "torch", "kvlab")},
+            "baseline_used_mib": vram.base / 2**20, "system_info": environment()}
 
     def save(rows: list[dict], complete: bool = False) -> None:
         # After every system, not only at the end: a run cut off by a time limit keeps what it measured.
-        write_json_atomic(args.out, {
-            "benchmark": f"gpu_serving_{args.mode}", "date": started, "complete": complete,
-            "config": vars(args), "versions": {k: package_version(k) for k in ("vllm", "kvcached", "torch", "kvlab")},
-            "baseline_used_mib": vram.base / 2**20, "system_info": environment(), "rows": rows})
+        write_json_atomic(args.out, {**meta, "complete": complete, "rows": rows})
 
     try:
         rows = {"single": single, "multi": multi, "identity": identity}[args.mode](args, vram, save)

@@ -49,8 +49,8 @@ def multi_table(data: dict) -> str:
             lines.append(f"| {NAMES[r['system']]} | failed: {r['error'][:80]} | | | | |")
             continue
         per = ", ".join(f"{s['ttft_p99'] * 1000:.0f}" for _, s in sorted(r["per_model"].items()))
-        lines.append(f"| {NAMES[r['system']]} | {r['util_each']:.2f} | {r['idle_mib']:.0f} MiB | {r['peak_mib']:.0f} MiB "
-                     f"| {per} ms | {r['all']['ttft_p99'] * 1000:.0f} ms |")
+        lines.append(f"| {NAMES[r['system']]} | {r['util_each']:.2f} | {r['idle_mib']:.0f} MiB "
+                     f"| {r['peak_mib']:.0f} MiB | {per} ms | {r['all']['ttft_p99'] * 1000:.0f} ms |")
     return "\n".join(lines)
 
 

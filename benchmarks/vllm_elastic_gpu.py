@@ -141,7 +141,9 @@ def main() -> None:
             print(p.stdout[-3000:], p.stderr[-6000:], sep="\n")
             raise SystemExit(f"{name} run failed ({p.returncode})")
         runs[name] = json.loads(lines[-1][7:])
-    s, e = runs["static"], runs["elastic"]
+    s = runs["static"]
+    idle_mib = {name: {point: (r[f"vram_{point}"] - r["vram_before"]) >> 20
+                       for point in ("idle", "after_burst", "after_grace")} for name, r in runs.items()}
     summary = {
         "gpu": subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
                               capture_output=True, text=True).stdout.strip(),
@@ -151,12 +153,11 @@ def main() -> None:
         "identical_outputs": all(r["outputs"] == s["outputs"] for r in runs.values()),
         "mismatched_requests": {name: [i for i, (a, b) in enumerate(zip(s["outputs"], r["outputs"])) if a != b]
                                 for name, r in runs.items() if name != "static"},
-        "static_idle_MiB": (s["vram_idle"] - s["vram_before"]) >> 20,
-        "elastic_idle_MiB": (e["vram_idle"] - e["vram_before"]) >> 20,
-        "elastic_after_burst_MiB": (e["vram_after_burst"] - e["vram_before"]) >> 20,
-        "elastic_after_grace_MiB": (e["vram_after_grace"] - e["vram_before"]) >> 20,
-        "idle_MiB": {name: {point: (r[f"vram_{point}"] - r["vram_before"]) >> 20
-                            for point in ("idle", "after_burst", "after_grace")} for name, r in runs.items()},
+        "static_idle_MiB": idle_mib["static"]["idle"],
+        "elastic_idle_MiB": idle_mib["elastic"]["idle"],
+        "elastic_after_burst_MiB": idle_mib["elastic"]["after_burst"],
+        "elastic_after_grace_MiB": idle_mib["elastic"]["after_grace"],
+        "idle_MiB": idle_mib,
         "runs": {k: {kk: vv for kk, vv in v.items() if kk != "outputs"} for k, v in runs.items()},
     }
     with open(args.out, "w") as f:

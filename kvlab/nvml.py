@@ -1,8 +1,9 @@
 """NVIDIA devices through NVML (nvidia-ml-py): memory per device and per process, without torch.
 
-One adapter for kvlab's readers of device memory: the telemetry sampler, `kvlab top` and the GPU
-benchmarks and the engine's headroom probe. NVML is used rather than torch because it creates no CUDA context (one costs a process
-~600 MiB of the device) and because it sees every process's memory, other engines' included.
+One adapter for every kvlab reader of device memory: the engine's headroom probe, the telemetry
+sampler, `kvlab top` and the GPU benchmarks. NVML is used rather than torch because it creates no
+CUDA context (one costs a process ~600 MiB of the device) and because it sees every process's
+memory, other engines' included.
 
 ``Nvml.open()`` returns None when there is no package, no driver or no device, so callers fall back
 to the host's memory without catching NVML's own errors. Device indices are NVML's (the order of

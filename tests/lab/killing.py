@@ -27,4 +27,3 @@ class KillAfter:
     def join(self, timeout: float | None = None) -> None:
         if self._timer.is_alive() or self.seen >= self.count:
             self._timer.join(timeout)
-

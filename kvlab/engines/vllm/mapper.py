@@ -149,9 +149,9 @@ class WorkerMapper:
             return
         # vLLM's Triton top-k/top-p sampler keeps a (SMs x vocabulary) fp32 workspace for the engine's
         # life: 76.5 MiB on an H100 with a 151936-token vocabulary, the largest non-weight buffer of an
-        # idle engine (benchmarks/vllm_elastic_gpu.py --breakdown). Its own reset drops it (and empties
-        # torch's cache); the next sampling step allocates it again. Only where vLLM loaded it: importing
-        # the module here would load Triton.
+        # idle engine (benchmarks/vllm_elastic_gpu.py --breakdown). Its own reset drops it (0.24 and 0.32
+        # also empty torch's cache there; the call below does it whatever the version); the next sampling
+        # step allocates it again. Only where vLLM loaded it: importing the module here would load Triton.
         sampler = sys.modules.get("vllm.v1.sample.ops.topk_topp_triton")
         reset = getattr(sampler, "reset_buffer_cache", None)
         if reset is not None:
