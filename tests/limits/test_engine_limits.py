@@ -31,6 +31,9 @@ CHUNK = 8 * MiB       # the tiny model's chunk with 2 MiB pages (see tests/engin
 RESERVE = 64 * MiB    # a large reserve, so that an idle pool keeps a lot mapped for the limit to take
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BURST = [1900] * 24   # ~24 x 1900 tokens x 2 KiB/token: about 90 MiB of KV at once
+# Each request decodes long enough to still hold its KV when the last one arrives: with 4 tokens, a CI
+# machine whose client threads sent the 24 requests spread out saw them overlap only to 48 MiB.
+OUTPUT_TOKENS = 32
 
 
 def _post(url, body, timeout=300):
@@ -41,7 +44,7 @@ def _post(url, body, timeout=300):
 
 def _burst(server, seed):
     def one(p):
-        body = {"model": server.model, "prompt": p["prompt_token_ids"], "max_tokens": 4, "temperature": 0,
+        body = {"model": server.model, "prompt": p["prompt_token_ids"], "max_tokens": OUTPUT_TOKENS, "temperature": 0,
                 "ignore_eos": True}
         return _post(server.url + "/v1/completions", body)["choices"][0]
     with ThreadPoolExecutor(len(BURST)) as pool:
@@ -81,6 +84,7 @@ def test_limit_shrinks_an_idle_multiprocess_engine_and_unlimit_lets_it_grow(serv
 
     with PeakResidency(*arena) as sampled:
         _burst(server, seed=1)
+    print(f"first burst peak {sampled.peak >> 20} MiB")
     assert sampled.peak > CHUNK + RESERVE, f"the burst peaked at {sampled.peak >> 20} MiB"
     # Idle after the burst: chunk 0 plus the reserve stay mapped.
     assert until(lambda: registry.read(server.pool_name, root).mapped == CHUNK + RESERVE, 10), \
