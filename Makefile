@@ -56,6 +56,7 @@ bench-gpu:
 	$(PYTHON) benchmarks/gpu_context.py --out $(GPU_RESULTS)/gpu_context_h100.json
 	$(PYTHON) benchmarks/gpu_growth.py --out $(GPU_RESULTS)/gpu_growth_h100.json
 	$(PYTHON) benchmarks/gpu_serving.py single --eager --out $(GPU_RESULTS)/gpu_serving_single_h100.json
+	$(PYTHON) benchmarks/serving_overhead.py --eager --out $(GPU_RESULTS)/serving_overhead_h100.json
 	$(PYTHON) benchmarks/gpu_serving.py multi --models 2 --eager --out $(GPU_RESULTS)/gpu_serving_multi2_h100.json
 	$(PYTHON) benchmarks/gpu_serving.py multi --models 3 --eager --out $(GPU_RESULTS)/gpu_serving_multi3_h100.json
 

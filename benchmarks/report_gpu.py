@@ -2,7 +2,8 @@
 
     python benchmarks/report_gpu.py   # prints a Markdown table, writes docs/img/gpu_serving.png and gpu_growth.png
 
-Reads benchmarks/results/gpu_serving_single_h100.json, gpu_serving_multi2_h100.json and gpu_growth_h100.json.
+Reads benchmarks/results/gpu_serving_single_h100.json, gpu_serving_multi2_h100.json, gpu_growth_h100.json and,
+where it exists, serving_overhead_h100.json.
 Every figure printed comes from those files; spreads are min-max over the repeats recorded there.
 """
 
@@ -51,6 +52,22 @@ def multi_table(data: dict) -> str:
         per = ", ".join(f"{s['ttft_p99'] * 1000:.0f}" for _, s in sorted(r["per_model"].items()))
         lines.append(f"| {NAMES[r['system']]} | {r['util_each']:.2f} | {r['idle_mib']:.0f} MiB "
                      f"| {r['peak_mib']:.0f} MiB | {per} ms | {r['all']['ttft_p99'] * 1000:.0f} ms |")
+    return "\n".join(lines)
+
+
+def overhead_table(data: dict) -> str:
+    """Benchmark 2, paired (serving_overhead.py): medians (min-max) over rounds, and per-round ratios to static."""
+    def span(d, scale=1.0, fmt=".0f"):
+        if d.get("median") is None:
+            return "-"
+        return f"{d['median'] * scale:{fmt}} ({d['min'] * scale:{fmt}}-{d['max'] * scale:{fmt}})"
+
+    lines = ["| system | saturation tok/s | vs static | steady TTFT p50 ms | vs static | TTFT p99 ms |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for system, r in data["summary"].items():
+        lines.append(f"| {NAMES[system]} | {span(r['output_tok_s'])} | {span(r.get('output_tok_s_vs_static', {}), 1, '.3f')} "
+                     f"| {span(r['ttft_p50'], 1000, '.1f')} | {span(r.get('ttft_p50_vs_static', {}), 1, '.3f')} "
+                     f"| {span(r['ttft_p99'], 1000, '.1f')} |")
     return "\n".join(lines)
 
 
@@ -122,6 +139,9 @@ def main() -> None:
     print(multi_table(_load("gpu_serving_multi2_h100.json")))
     print()
     print(growth_table(growth))
+    if (RESULTS / "serving_overhead_h100.json").exists():  # the paired benchmark, once it has run on the GPU
+        print()
+        print(overhead_table(_load("serving_overhead_h100.json")))
     for p in plots(serving, growth):
         print(f"wrote {p.relative_to(ROOT)}")
 
