@@ -81,9 +81,26 @@ def run_kvlab(geometry: str, total: int, step: int, repeats: int, page_size: int
             "grow_gib_s": grow, "shrink_gib_s": shrink}
 
 
+def _load_vllm_ops() -> str | None:
+    """Import vLLM's compiled ops, as every vLLM process has them before kvcached runs; their name, or None.
+
+    Alone in a process with torch, kvcached 0.1.6's C++ allocator died on the H100 (2026-11-24) at its
+    first ``std::cout`` of a number (the text before the number was printed), while the same allocator
+    ran in vLLM's servers. Why is not known yet; loading vLLM's extensions first makes this process like
+    theirs, and the result records it (``preloaded``), so the next run says whether that was the difference.
+    """
+    try:
+        import vllm._C  # noqa: F401
+    except ImportError:
+        return None
+    return "vllm._C"
+
+
 def run_kvcached(geometry: str, total: int, step: int, repeats: int) -> dict:
     os.environ.setdefault("KVCACHED_LOG_LEVEL", "WARNING")
     import torch
+
+    preloaded = _load_vllm_ops()
     from kvcached.integration.vllm.interfaces import alloc_kv_cache, init_kvcached, shutdown_kvcached
     from kvcached.kv_cache_manager import KVCacheManager
     from kvcached.utils import CONTIGUOUS_LAYOUT, PAGE_PREALLOC_ENABLED, PAGE_SIZE
@@ -131,7 +148,7 @@ def run_kvcached(geometry: str, total: int, step: int, repeats: int) -> dict:
         shutdown_kvcached()
     return {"system": "kvcached", "page_size": PAGE_SIZE, "bytes": int(mapped), "steps": n_steps,
             "contiguous_layout": CONTIGUOUS_LAYOUT, "page_prealloc": PAGE_PREALLOC_ENABLED,
-            "grow_gib_s": grow, "shrink_gib_s": shrink}
+            "preloaded": preloaded, "grow_gib_s": grow, "shrink_gib_s": shrink}
 
 
 def run_floor(page_size: int, repeats: int) -> dict:
