@@ -25,10 +25,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
+
+from stats import spread
 
 GEOMETRIES = {  # layers, KV heads, head dim (bf16, 16-token blocks)
     "qwen2.5-0.5b": (24, 2, 64),
@@ -161,10 +162,6 @@ def run_floor(page_size: int, repeats: int) -> dict:
             "grow_gib_s": [page_size / map_ns * 1e9 / 2**30], "shrink_gib_s": [page_size / unmap_ns * 1e9 / 2**30]}
 
 
-def _summary(values: list[float]) -> dict:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
-
-
 def _child(args) -> None:
     if args.child == "kvlab":
         out = run_kvlab(args.geometry, args.total, args.step, args.repeats, args.page_size)
@@ -221,7 +218,7 @@ def main() -> None:
                 continue
             row = json.loads(line[7:])
             row["geometry"] = geometry
-            row["grow"], row["shrink"] = _summary(row.pop("grow_gib_s")), _summary(row.pop("shrink_gib_s"))
+            row["grow"], row["shrink"] = spread(row.pop("grow_gib_s")), spread(row.pop("shrink_gib_s"))
             rows.append(row)
             print(f"[growth] {geometry} {system}: grow {row['grow']['median']:.1f} GiB/s, "
                   f"shrink {row['shrink']['median']:.1f} GiB/s", flush=True)

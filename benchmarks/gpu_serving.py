@@ -27,6 +27,8 @@ import time
 
 import httpx
 
+from stats import percentile
+
 SYSTEMS = ("static", "kvcached", "elastic")
 
 
@@ -64,20 +66,12 @@ class VramSampler:
         self._t.join()
 
 
-def _pct(values, q: float) -> float | None:
-    vals = sorted(v for v in values if v is not None)
-    if not vals:
-        return None
-    k = min(len(vals) - 1, max(0, round(q / 100 * (len(vals) - 1))))
-    return vals[k]
-
-
 def _stats(records, wall: float | None = None) -> dict:
     ok = [r for r in records if r.ok]
     ttft = [r.ttft for r in ok]
-    out = {"requests": len(records), "ok": len(ok), "ttft_p50": _pct(ttft, 50), "ttft_p90": _pct(ttft, 90),
-           "ttft_p99": _pct(ttft, 99), "e2e_p50": _pct([r.e2e for r in ok], 50),
-           "e2e_p99": _pct([r.e2e for r in ok], 99)}
+    out = {"requests": len(records), "ok": len(ok), "ttft_p50": percentile(ttft, 50), "ttft_p90": percentile(ttft, 90),
+           "ttft_p99": percentile(ttft, 99), "e2e_p50": percentile([r.e2e for r in ok], 50),
+           "e2e_p99": percentile([r.e2e for r in ok], 99)}
     if wall:
         out["wall_s"] = wall
         out["output_tok_s"] = sum(r.tokens_out or 0 for r in ok) / wall

@@ -24,26 +24,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import time
 
 import httpx
 
+from stats import percentile, spread
+
 SYSTEMS = ("static", "kvcached", "elastic")
-
-
-def _pct(values, q: float) -> float | None:
-    vals = sorted(v for v in values if v is not None)
-    if not vals:
-        return None
-    return vals[min(len(vals) - 1, max(0, round(q / 100 * (len(vals) - 1))))]
-
-
-def _spread(values) -> dict:
-    vals = [v for v in values if v is not None]
-    if not vals:
-        return {"median": None, "min": None, "max": None, "n": 0}
-    return {"median": statistics.median(vals), "min": min(vals), "max": max(vals), "n": len(vals)}
 
 
 async def _saturate(url: str, model: str, prompts: list[list[int]], max_tokens: int, concurrency: int) -> dict:
@@ -90,8 +77,8 @@ def steady(server, args, seed: int) -> dict:
         bad = next(r for r in recs if not r.ok)
         raise RuntimeError(f"{server.url}: {len(recs) - len(ok)} of {len(recs)} steady requests failed: {bad.error}")
     ttft = [r.ttft for r in ok]
-    return {"requests": len(recs), "wall_s": wall, "ttft_p50": _pct(ttft, 50), "ttft_p90": _pct(ttft, 90),
-            "ttft_p99": _pct(ttft, 99), "itl_p50": _pct([x for r in ok for x in r.itl], 50)}
+    return {"requests": len(recs), "wall_s": wall, "ttft_p50": percentile(ttft, 50), "ttft_p90": percentile(ttft, 90),
+            "ttft_p99": percentile(ttft, 99), "itl_p50": percentile([x for r in ok for x in r.itl], 50)}
 
 
 def summarize(rounds: list[dict], systems: list[str]) -> dict:
@@ -105,7 +92,7 @@ def summarize(rounds: list[dict], systems: list[str]) -> dict:
 
     out = {}
     for system in systems:
-        row = {key: _spread(value(r, system, key) for r in rounds) for key in keys}
+        row = {key: spread(value(r, system, key) for r in rounds) for key in keys}
         if system != "static" and "static" in systems:
             for key in keys:
                 ratios = []
@@ -113,7 +100,7 @@ def summarize(rounds: list[dict], systems: list[str]) -> dict:
                     a, b = value(r, system, key), value(r, "static", key)
                     if a is not None and b:
                         ratios.append(a / b)
-                row[f"{key}_vs_static"] = _spread(ratios)
+                row[f"{key}_vs_static"] = spread(ratios)
         out[system] = row
     return out
 

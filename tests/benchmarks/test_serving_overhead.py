@@ -15,15 +15,16 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "benchmarks" / "serving_overhead.py"
 
 
-def _module():
+def _module(monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # as when the script runs: its shared stats module
     spec = importlib.util.spec_from_file_location("serving_overhead", SCRIPT)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
 
 
-def test_summary_pairs_each_round_with_static():
-    mod = _module()
+def test_summary_pairs_each_round_with_static(monkeypatch):
+    mod = _module(monkeypatch)
 
     def rnd(static_tok, elastic_tok, static_ttft, elastic_ttft):
         return {"static": {"saturation": {"output_tok_s": static_tok}, "steady": {"ttft_p50": static_ttft}},

@@ -1,0 +1,21 @@
+"""Summaries shared by the benchmark scripts (imported by name: each script runs with benchmarks/ on sys.path)."""
+
+from __future__ import annotations
+
+import statistics
+
+
+def percentile(values, q: float) -> float | None:
+    """The nearest-rank ``q``-th percentile of the values that are not None; None if there are none."""
+    vals = sorted(v for v in values if v is not None)
+    if not vals:
+        return None
+    return vals[min(len(vals) - 1, max(0, round(q / 100 * (len(vals) - 1))))]
+
+
+def spread(values) -> dict:
+    """Median, min, max and count of the values that are not None (None figures when there are none)."""
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return {"median": None, "min": None, "max": None, "n": 0}
+    return {"median": statistics.median(vals), "min": min(vals), "max": max(vals), "n": len(vals)}
