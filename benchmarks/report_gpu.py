@@ -65,7 +65,8 @@ def overhead_table(data: dict) -> str:
     lines = ["| system | saturation tok/s | vs static | steady TTFT p50 ms | vs static | TTFT p99 ms |",
              "| --- | --- | --- | --- | --- | --- |"]
     for system, r in data["summary"].items():
-        lines.append(f"| {NAMES[system]} | {span(r['output_tok_s'])} | {span(r.get('output_tok_s_vs_static', {}), 1, '.3f')} "
+        lines.append(f"| {NAMES[system]} | {span(r['output_tok_s'])} "
+                     f"| {span(r.get('output_tok_s_vs_static', {}), 1, '.3f')} "
                      f"| {span(r['ttft_p50'], 1000, '.1f')} | {span(r.get('ttft_p50_vs_static', {}), 1, '.3f')} "
                      f"| {span(r['ttft_p99'], 1000, '.1f')} |")
     return "\n".join(lines)

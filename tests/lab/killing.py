@@ -36,7 +36,8 @@ class KillAtFirstToken:
     """Watches the requests ``client`` sends: as soon as it has parsed the first token of a request of
     workload phase ``phase``, ``kill()`` runs once (from a polling thread, within ~5 ms).
 
-    Pass the returned ``client`` to run_workload instead of the server; use as a context manager.
+    Pass ``.client`` (the same client, watched) to run_workload instead of the server; use as a context
+    manager, around the run.
     """
 
     def __init__(self, client, phase: int, kill):

@@ -3,8 +3,8 @@
 Execution is nbmake's (its NotebookRun, the engine behind ``pytest --nbmake``) with a real ipykernel; a
 cell that raises fails the test with the cell's traceback, and what each notebook must have shown is
 checked in its kernel afterwards (nbmake's post_cell_execute). Each kernel gets a marker in its
-environment, so after the run we can check that nothing it started (engines, their helpers) is still alive — without mistaking another test's or
-another user's processes on the same machine for ours.
+environment, so after the run we can check that nothing it started (engines, their helpers) is still
+alive — without mistaking another test's or another user's processes on the same machine for ours.
 """
 
 from __future__ import annotations
