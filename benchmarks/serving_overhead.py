@@ -16,6 +16,9 @@ same static server's steady TTFT p50 moved from 55.7 to 70.3 ms between two invo
   parses one JSON body per request, so it is not what limits the throughput;
 * steady load: open-loop Poisson arrivals at ``--rate`` for ``--duration`` s, streamed, for TTFT.
 
+For an elastic server each phase also records its pool's page maps/unmaps and mapped bytes before and after
+(from kvlab's registry), so a gap can be told apart: pages mapped inside the measured window, or a per-step cost.
+
 The JSON keeps every round; ``summary`` has each system's median (min-max) and the median (min-max) of
 its per-round ratios to static. It is saved after every round, so a run cut short keeps what it measured.
 """
@@ -79,6 +82,36 @@ def steady(server, args, seed: int) -> dict:
     ttft = [r.ttft for r in ok]
     return {"requests": len(recs), "wall_s": wall, "ttft_p50": percentile(ttft, 50), "ttft_p90": percentile(ttft, 90),
             "ttft_p99": percentile(ttft, 99), "itl_p50": percentile([x for r in ok for x in r.itl], 50)}
+
+
+def pool_state(server) -> dict | None:
+    """The server's pool as last published (None for static vLLM and kvcached, which publish none)."""
+    from kvlab import registry
+
+    if server.pool_name is None:
+        return None
+    rec = registry.read(server.pool_name)
+    return {"mapped": rec.mapped, "n_maps": rec.n_maps, "n_unmaps": rec.n_unmaps}
+
+
+def measured(phase, server) -> dict:
+    """``phase()``'s figures, and for an elastic pool what it mapped and unmapped while it ran."""
+    before = pool_state(server)
+    out = phase()
+    after = pool_state(server)
+    if before is not None:
+        out["pool"] = {"mapped_before": before["mapped"], "mapped_after": after["mapped"],
+                       "pages_mapped": after["n_maps"] - before["n_maps"],
+                       "pages_unmapped": after["n_unmaps"] - before["n_unmaps"]}
+    return out
+
+
+def _pool_note(part: dict) -> str:
+    pool = part.get("pool")
+    if pool is None:
+        return ""
+    return (f" [pool {pool['mapped_before'] >> 20}->{pool['mapped_after'] >> 20} MiB, "
+            f"+{pool['pages_mapped']}/-{pool['pages_unmapped']} pages]")
 
 
 def summarize(rounds: list[dict], systems: list[str]) -> dict:
@@ -168,11 +201,12 @@ def main() -> None:
             rnd: dict = {"round": i, "order": order}
             for system in order:
                 srv = by_name[system]
-                rnd[system] = {"saturation": saturation(srv, args, seed=i + 1), "steady": steady(srv, args, seed=i + 1)}
-                s, st = rnd[system]["saturation"], rnd[system]["steady"]
-                print(f"[overhead] round {i} {system}: {s['output_tok_s']:.0f} tok/s saturated, steady TTFT p50 "
-                      f"{st['ttft_p50'] * 1000:.1f} ms p99 {st['ttft_p99'] * 1000:.1f} ms ({st['requests']} req)",
-                      flush=True)
+                s = measured(lambda: saturation(srv, args, seed=i + 1), srv)
+                st = measured(lambda: steady(srv, args, seed=i + 1), srv)
+                rnd[system] = {"saturation": s, "steady": st}
+                print(f"[overhead] round {i} {system}: {s['output_tok_s']:.0f} tok/s saturated{_pool_note(s)}, "
+                      f"steady TTFT p50 {st['ttft_p50'] * 1000:.1f} ms p99 {st['ttft_p99'] * 1000:.1f} ms "
+                      f"({st['requests']} req){_pool_note(st)}", flush=True)
             rounds.append(rnd)
             save(complete=False)
     save(complete=True)

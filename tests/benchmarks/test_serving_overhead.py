@@ -61,6 +61,9 @@ def test_harness_runs_on_cpu_servers_and_saves_every_round(tmp_path):
             sat, steady = r[system]["saturation"], r[system]["steady"]
             assert sat["requests"] == 12 and sat["output_tok_s"] > 0
             assert steady["requests"] >= 1 and 0 < steady["ttft_p50"] <= steady["ttft_p99"]
+        assert "pool" not in r["static"]["saturation"]  # static vLLM publishes no pool
+        pool = r["elastic"]["saturation"]["pool"]  # the elastic pool, read from kvlab's registry around the phase
+        assert pool["pages_mapped"] >= 0 and pool["pages_unmapped"] >= 0 and pool["mapped_after"] > 0
     ratio = data["summary"]["elastic"]["output_tok_s_vs_static"]
     assert ratio["n"] == 2 and ratio["min"] > 0
     assert data["versions"]["vllm"] and data["system_info"]
