@@ -96,3 +96,59 @@ def test_random_pool_traffic(seed):
     _check(pool, queue, planner, worker_mapped)
     assert max_mapped == BUDGET          # traffic reached the budget...
     assert planner.n_mapped == 2         # ...and idle gives it back down to chunk 0 + one reserve chunk
+
+
+def _steady_traffic(release_delay: float, steps: int = 600, per_step: int = 8, hold: int = 5):
+    """A request of ``per_step`` fully cached blocks every 0.1 s, each freed ``hold`` steps later, with the
+    scheduler's busy-time release each step; returns the planner and the chunks mapped and unmapped."""
+    chunks = 64
+    pool = BlockPool(num_gpu_blocks=K * chunks, enable_caching=True, hash_block_size=16)
+    planner = ChunkPlanner(chunks, K, 1, reserve_chunks=1, release_delay=release_delay)
+    queue = ElasticFreeQueue(pool, planner)
+    pool.free_block_queue = queue
+    live, maps, unmaps, n_hash = [], 0, 0, 0
+    for step in range(steps):
+        planner.tick(step * 0.1)
+        got = pool.get_new_blocks(per_step)
+        for b in got:  # every block full and cached, as a long prompt's blocks are
+            n_hash += 1
+            pool._insert_block_hash(make_block_hash_with_group_id(BlockHash(n_hash.to_bytes(8, "little")), 0), b,
+                                    num_tokens=16)
+        live.append(got)
+        if len(live) > hold:
+            pool.free_blocks(live.pop(0))
+        for c in planner.release_candidates(idle=False):
+            queue.release(c)
+        plan = planner.take_plan()
+        if plan is not None:
+            maps, unmaps = maps + len(plan.map), unmaps + len(plan.unmap)
+    return planner, maps, unmaps
+
+
+def test_steady_traffic_keeps_a_stable_pool_instead_of_a_sliding_window():
+    # Working set: 5 requests of 8 blocks = 10 chunks; cache entries younger than half the 1 s release delay
+    # are kept (5 steps of 8 blocks = 10 chunks). 60 s of traffic writes 4800 blocks (1200 chunks) of KV.
+    planner, maps, unmaps = _steady_traffic(release_delay=1.0)
+    assert planner.n_mapped <= 23 and maps <= 23, (planner.n_mapped, maps)  # mapped once, then reused
+    assert unmaps == 0
+
+
+def test_a_young_cache_entry_is_kept_by_mapping_an_old_one_is_reused():
+    pool = BlockPool(num_gpu_blocks=K * CHUNKS, enable_caching=True, hash_block_size=16)
+    planner = ChunkPlanner(CHUNKS, K, 1, reserve_chunks=0, release_delay=1.0)
+    queue = ElasticFreeQueue(pool, planner)
+    pool.free_block_queue = queue
+    planner.tick(0.0)
+    blocks = pool.get_new_blocks(K - 1)  # chunk 0's blocks but the null block
+    for i, b in enumerate(blocks):
+        pool._insert_block_hash(make_block_hash_with_group_id(BlockHash(bytes([i + 1] * 8)), 0), b, num_tokens=16)
+    pool.free_blocks(blocks)
+    planner.tick(0.4)  # freed less than half the delay ago: a new chunk is mapped, the entries stay
+    young = pool.get_new_blocks(1)
+    assert planner.n_mapped == 2 and young[0].block_id // K == 1
+    assert all(b.block_hash is not None for b in blocks)
+    pool.free_blocks(young)
+    planner.tick(0.9)  # older than half the delay: the oldest entry is evicted and its block reused
+    old = pool.get_new_blocks(K + 1)  # chunk 1's K fresh blocks come first, then the oldest cached one
+    assert planner.n_mapped == 2
+    assert blocks[0] in old and blocks[0].block_hash is None

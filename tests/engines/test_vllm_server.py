@@ -154,3 +154,23 @@ def _reserve_goes_after_the_grace(base, root, arena, idle):
     assert waited >= GRACE - 1, f"the reserve went {waited:.2f} s after the last request, inside the grace"
     assert (rec.mapped, rec.retained) == (idle, 0) and rec.n_unmaps > kept.n_unmaps
     assert resident_bytes(*arena) == idle
+
+
+def test_steady_load_reuses_the_pages_it_mapped(server, tiny_model):
+    """Distinct prompts, four in flight back to back: the KV written is many times the pool's peak, and the
+    pool must reuse its blocks (evicting old prefix-cache entries as stock vLLM does when full) rather than
+    map fresh chunks and unmap old ones as fast as KV is written (it did, before the half-delay rule)."""
+    base, _, root = server
+    _complete.model = str(tiny_model)
+    batch = [p["prompt_token_ids"] for p in prompts([1000] * 160, seed=11)]
+    before = registry.read(POOL, root)
+    with ThreadPoolExecutor(4) as pool:
+        outputs = list(pool.map(lambda ids: _complete(base, ids), batch))
+    after = registry.read(POOL, root)
+    assert [len(o) for o in outputs] == [MAX_TOKENS] * len(batch)
+    stats = _post(base + "/collective_rpc", {"method": "kvlab_stats"})["results"][0]
+    pages_per_chunk = stats["chunk_bytes"] // after.page_size
+    written = len(batch) * (1000 + MAX_TOKENS) // 4096 * pages_per_chunk  # pages' worth of KV (4096 tokens a chunk)
+    mapped, unmapped = after.n_maps - before.n_maps, after.n_unmaps - before.n_unmaps
+    print(f"steady load: {written} pages of KV written, {mapped} pages mapped, {unmapped} unmapped")
+    assert mapped <= written // 3, f"{mapped} pages mapped for {written} pages of KV: the pool slides, not reuses"
