@@ -3,7 +3,7 @@
     python benchmarks/report_gpu.py   # prints a Markdown table, writes docs/img/gpu_serving.png and gpu_growth.png
 
 Reads benchmarks/results/gpu_serving_single_h100.json, gpu_serving_multi2_h100.json, gpu_growth_h100.json and,
-where it exists, serving_overhead_h100.json.
+where they exist, gpu_serving_multi3_h100.json, serving_overhead_h100.json and serving_overhead_kvcached_h100.json.
 Every figure printed comes from those files; spreads are min-max over the repeats recorded there.
 """
 
@@ -140,9 +140,13 @@ def main() -> None:
     print(multi_table(_load("gpu_serving_multi2_h100.json")))
     print()
     print(growth_table(growth))
-    if (RESULTS / "serving_overhead_h100.json").exists():  # the paired benchmark, once it has run on the GPU
-        print()
-        print(overhead_table(_load("serving_overhead_h100.json")))
+    # Later runs, printed where their results exist: three models, and the paired overhead benchmark
+    # (static and kvlab over 8 rounds; static, kvcached and kvlab over 3).
+    for name, table in (("gpu_serving_multi3_h100.json", multi_table), ("serving_overhead_h100.json", overhead_table),
+                        ("serving_overhead_kvcached_h100.json", overhead_table)):
+        if (RESULTS / name).exists():
+            print(f"\n{name}:")
+            print(table(_load(name)))
     for p in plots(serving, growth):
         print(f"wrote {p.relative_to(ROOT)}")
 
