@@ -71,8 +71,8 @@ class ElasticFreeQueue(FreeKVCacheBlockQueue):
         if self._linked < n:
             return True
         young = self._planner.now - self._planner.release_delay / 2
-        count, block, tail, freed_at = 0, self.fake_free_list_head.next_free_block, self.fake_free_list_tail, \
-            self._freed_at
+        freed_at, tail = self._freed_at, self.fake_free_list_tail
+        count, block = 0, self.fake_free_list_head.next_free_block
         while count < n and block is not tail and block is not None:
             if block.block_hash is not None and freed_at[block.block_id] > young:
                 return True
