@@ -19,7 +19,7 @@ import pytest
 
 pytest.importorskip("vllm")
 
-from kvlab import limits, registry  # noqa: E402
+from kvlab import limits, registry, sysinfo  # noqa: E402
 from tests.engines.vllm_batch import prompts  # noqa: E402
 from tests.engines.vllm_helpers import PeakResidency, resident_bytes  # noqa: E402
 from tests.waiting import until  # noqa: E402
@@ -114,9 +114,18 @@ def test_limit_shrinks_an_idle_multiprocess_engine_and_unlimit_lets_it_grow(serv
 
     limits.unlimit(server.pool_name, wait=2)
     assert registry.read(server.pool_name, root).limit is None
+    maps_before = registry.read(server.pool_name, root).n_maps
     with PeakResidency(*arena) as sampled:
         _burst(server, seed=3)
-    assert sampled.peak >= 64 * MiB  # free to grow again
+    print(f"burst after unlimit peaked at {sampled.peak >> 20} MiB")
+    # Free to grow again: past the old limit, with new maps. How far depends on how many of the 24
+    # requests overlap, which the client's threads decide: the pool now reuses the blocks of requests
+    # already finished (their cache entries older than half the release delay) instead of growing for
+    # them, so a CI machine that spread the requests out peaked at 32 MiB where this one reaches 96.
+    after = registry.read(server.pool_name, root).as_dict()
+    after.pop("pages")
+    why = f"peak {sampled.peak >> 20} MiB, MemAvailable {sysinfo.host_memory()[1] >> 20} MiB after; record {after}"
+    assert sampled.peak > 24 * MiB and after["n_maps"] > maps_before, why
     assert until(lambda: resident_bytes(*arena) == CHUNK + RESERVE, 10)
 
     # A limit lowered in the middle of a burst: no more growth from then on, the chunks in use go as
