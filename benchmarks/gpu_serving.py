@@ -13,7 +13,8 @@ sampled at 10 Hz in a thread (peaks) and read at fixed points (idle).
   requests arriving after ``--pause`` s of idle (TTFT of each burst); idle VRAM after the bursts;
   saturation throughput (256 requests, 64 in flight, 3 repeats) and steady Poisson load (TTFT p50/p99).
 * multi (benchmark 5): N models on the GPU, alternating bursts (kvlab.lab.alternating); TTFT p99 per model
-  and device memory; static vLLM gets an even split of ``--util`` per model.
+  and per burst, device memory, and each elastic pool's pages mapped and unmapped; static vLLM gets an
+  even split of ``--util`` per model.
 * identity (issue 3): the same greedy prompts, one at a time, to a static and an elastic server running at
   the same time (the elastic one starts while the static one holds its whole pool): outputs must match.
 """
@@ -27,7 +28,7 @@ import time
 
 import httpx
 
-from stats import percentile
+from stats import percentile, pool_state
 
 SYSTEMS = ("static", "kvcached", "elastic")
 
@@ -75,6 +76,19 @@ def _stats(records, wall: float | None = None) -> dict:
     if wall:
         out["wall_s"] = wall
         out["output_tok_s"] = sum(r.tokens_out or 0 for r in ok) / wall
+    return out
+
+
+def per_burst(records) -> list[dict]:
+    """Each burst (workload phase) in the order sent: its model, when its first request left (s from the
+    run's start) and its TTFTs. Tells whether a run's slow requests are each model's burst onset."""
+    out = []
+    for phase in sorted({r.phase for r in records}):
+        recs = [r for r in records if r.phase == phase]
+        sent = [r.start for r in recs if r.start is not None]
+        s = _stats(recs)
+        out.append({"phase": phase, "model": recs[0].model, "sent_s": min(sent) if sent else None,
+                    "requests": s["requests"], "ok": s["ok"], "ttft_p50": s["ttft_p50"], "ttft_p99": s["ttft_p99"]})
     return out
 
 
@@ -177,6 +191,7 @@ def multi(args, vram: VramSampler, save) -> list[dict]:
             with Fleet(servers, start=False) as fleet:
                 time.sleep(3)
                 row["idle_mib"] = vram.used() / 2**20
+                pools_before = {srv.model: pool_state(srv) for srv in fleet}
                 t = time.time()
                 wl = alternating(list(fleet), rounds=args.rounds, burst_size=32, pause=args.pause, max_tokens=64,
                                  prompt_len=512)
@@ -185,6 +200,10 @@ def multi(args, vram: VramSampler, save) -> list[dict]:
                 row["timeline_mib"] = [(round(ts - t, 2), round(v / 2**20)) for ts, v in vram.samples if ts >= t]
                 row["per_model"] = {m: _stats([r for r in recs if r.model == m]) for m in sorted({r.model for r in recs})}
                 row["all"] = _stats(recs, wall)
+                row["per_burst"] = per_burst(recs)
+                # Pages an elastic pool mapped and unmapped over the run (kvcached and static publish none).
+                row["pools"] = {srv.model: {"before": pools_before[srv.model], "after": pool_state(srv)}
+                                for srv in fleet if pools_before[srv.model] is not None}
                 time.sleep(args.pause)
                 row["idle_after_mib"] = vram.used() / 2**20
                 print(f"[multi x{args.models}] {system}: ttft p99 {row['all']['ttft_p99']:.3f} s, peak "

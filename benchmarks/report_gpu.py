@@ -52,6 +52,24 @@ def multi_table(data: dict) -> str:
         per = ", ".join(f"{s['ttft_p99'] * 1000:.0f}" for _, s in sorted(r["per_model"].items()))
         lines.append(f"| {NAMES[r['system']]} | {r['util_each']:.2f} | {r['idle_mib']:.0f} MiB "
                      f"| {r['peak_mib']:.0f} MiB | {per} ms | {r['all']['ttft_p99'] * 1000:.0f} ms |")
+    bursts = burst_table(data)
+    return "\n".join(lines) + (f"\n\nTTFT p99 of each burst, in the order sent:\n{bursts}" if bursts else "")
+
+
+def burst_table(data: dict) -> str:
+    """Benchmark 5 burst by burst, where the results record it (runs after 2026-11-24): which bursts are slow."""
+    rows = [r for r in data["rows"] if r.get("per_burst")]
+    if not rows:
+        return ""
+
+    def cell(r, i):
+        b = r["per_burst"][i] if i < len(r["per_burst"]) else {}
+        return "-" if b.get("ttft_p99") is None else f"{b['ttft_p99'] * 1000:.0f} ms"
+
+    lines = ["| burst | model | " + " | ".join(NAMES[r["system"]] for r in rows) + " |",
+             "| --- | --- |" + " --- |" * len(rows)]
+    for i, b in enumerate(rows[0]["per_burst"]):
+        lines.append(f"| {b['phase']} | {b['model']} | " + " | ".join(cell(r, i) for r in rows) + " |")
     return "\n".join(lines)
 
 

@@ -31,7 +31,7 @@ import time
 
 import httpx
 
-from stats import percentile, spread
+from stats import percentile, pool_state, spread
 
 SYSTEMS = ("static", "kvcached", "elastic")
 
@@ -82,16 +82,6 @@ def steady(server, args, seed: int) -> dict:
     ttft = [r.ttft for r in ok]
     return {"requests": len(recs), "wall_s": wall, "ttft_p50": percentile(ttft, 50), "ttft_p90": percentile(ttft, 90),
             "ttft_p99": percentile(ttft, 99), "itl_p50": percentile([x for r in ok for x in r.itl], 50)}
-
-
-def pool_state(server) -> dict | None:
-    """The server's pool as last published (None for static vLLM and kvcached, which publish none)."""
-    from kvlab import registry
-
-    if server.pool_name is None:
-        return None
-    rec = registry.read(server.pool_name)
-    return {"mapped": rec.mapped, "n_maps": rec.n_maps, "n_unmaps": rec.n_unmaps}
 
 
 def measured(phase, server) -> dict:

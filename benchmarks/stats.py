@@ -1,4 +1,4 @@
-"""Summaries shared by the benchmark scripts (imported by name: each script runs with benchmarks/ on sys.path)."""
+"""Summaries and readings shared by the benchmark scripts (imported by name: each script runs with benchmarks/ on sys.path)."""
 
 from __future__ import annotations
 
@@ -19,3 +19,13 @@ def spread(values) -> dict:
     if not vals:
         return {"median": None, "min": None, "max": None, "n": 0}
     return {"median": statistics.median(vals), "min": min(vals), "max": max(vals), "n": len(vals)}
+
+
+def pool_state(server) -> dict | None:
+    """The server's pool as last published (None for static vLLM and kvcached, which publish none)."""
+    from kvlab import registry
+
+    if server.pool_name is None:
+        return None
+    rec = registry.read(server.pool_name)
+    return {"mapped": rec.mapped, "n_maps": rec.n_maps, "n_unmaps": rec.n_unmaps}

@@ -3,7 +3,6 @@
 The GPU figures come from the device; this keeps the script from rotting between device sessions.
 """
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -11,16 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.benchmarks.scripts import load_script
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "benchmarks" / "serving_overhead.py"
 
 
 def _module(monkeypatch):
-    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # as when the script runs: its shared stats module
-    spec = importlib.util.spec_from_file_location("serving_overhead", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(monkeypatch, "serving_overhead")
 
 
 def test_summary_pairs_each_round_with_static(monkeypatch):
