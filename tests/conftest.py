@@ -19,20 +19,3 @@ def pytest_collection_modifyitems(config, items):
         if "gpu" in item.keywords:
             item.add_marker(skip)
 
-
-@pytest.fixture(autouse=True)
-def _sigint_handler_restored(request):
-    """Give SIGINT's handler back after every test, and name a test that changed it.
-
-    ``_thread.interrupt_main`` (what a Jupyter kernel's interrupt does to a run here) raises nothing under
-    a handler another test left behind; test_interrupt_keeps_records failed so, twice in the whole suite.
-    """
-    import signal
-    import warnings
-
-    before = signal.getsignal(signal.SIGINT)
-    yield
-    after = signal.getsignal(signal.SIGINT)
-    if after is not before:
-        signal.signal(signal.SIGINT, before)
-        warnings.warn(f"{request.node.nodeid} left SIGINT's handler {after!r} (was {before!r}); restored")

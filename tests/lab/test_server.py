@@ -109,9 +109,10 @@ def test_interrupt_keeps_records(server):
 
     # What Ctrl-C / "interrupt kernel" does, 0.5 s into the 30 s pause after the first burst: timed from
     # the client's own records, not from the start (the burst took over 1 s on 2 loaded cores).
-    # interrupt_main does nothing where SIGINT is not Python's default handler, and in the whole suite
-    # something before this test leaves another one (it failed there twice, never alone): a kernel's
-    # interrupt raises KeyboardInterrupt, so that is the handler this test runs with.
+    # interrupt_main does nothing where SIGINT is ignored, and it is when pytest runs as a background job
+    # of a non-interactive shell (`make test > log &`: the shell sets SIG_IGN and Python keeps it); it
+    # failed so twice, never in the foreground. A kernel's interrupt raises KeyboardInterrupt: this test
+    # runs under the handler that does that, Python's default, and gives the one it found back after.
     found = signal.signal(signal.SIGINT, signal.default_int_handler)
     interrupt = KillAfter(3, 0.5, _thread.interrupt_main)
     try:
@@ -120,8 +121,6 @@ def test_interrupt_keeps_records(server):
         interrupt.join()
     finally:
         signal.signal(signal.SIGINT, found)
-    if found is not signal.default_int_handler:
-        print(f"test_interrupt_keeps_records: SIGINT's handler was {found!r} before this test")
     recs = e.value.records
     assert [r.status for r in recs[:3]] == ["ok"] * 3 and all(r.tokens_out == 8 for r in recs[:3])
     assert all(r.status == "error" and "not sent" in r.error for r in recs[3:]), [r.error for r in recs]
