@@ -28,7 +28,7 @@ import time
 
 import httpx
 
-from stats import percentile, pool_state
+from stats import percentile, pool_change, pool_state
 
 SYSTEMS = ("static", "kvcached", "elastic")
 
@@ -202,7 +202,7 @@ def multi(args, vram: VramSampler, save) -> list[dict]:
                 row["all"] = _stats(recs, wall)
                 row["per_burst"] = per_burst(recs)
                 # Pages an elastic pool mapped and unmapped over the run (kvcached and static publish none).
-                row["pools"] = {srv.model: {"before": pools_before[srv.model], "after": pool_state(srv)}
+                row["pools"] = {srv.model: pool_change(pools_before[srv.model], pool_state(srv))
                                 for srv in fleet if pools_before[srv.model] is not None}
                 time.sleep(args.pause)
                 row["idle_after_mib"] = vram.used() / 2**20

@@ -31,7 +31,7 @@ import time
 
 import httpx
 
-from stats import percentile, pool_state, spread
+from stats import percentile, pool_change, pool_state, spread
 
 SYSTEMS = ("static", "kvcached", "elastic")
 
@@ -90,9 +90,7 @@ def measured(phase, server) -> dict:
     out = phase()
     after = pool_state(server)
     if before is not None:
-        out["pool"] = {"mapped_before": before["mapped"], "mapped_after": after["mapped"],
-                       "pages_mapped": after["n_maps"] - before["n_maps"],
-                       "pages_unmapped": after["n_unmaps"] - before["n_unmaps"]}
+        out["pool"] = pool_change(before, after)
     return out
 
 

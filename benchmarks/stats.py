@@ -29,3 +29,9 @@ def pool_state(server) -> dict | None:
         return None
     rec = registry.read(server.pool_name)
     return {"mapped": rec.mapped, "n_maps": rec.n_maps, "n_unmaps": rec.n_unmaps}
+
+
+def pool_change(before: dict, after: dict) -> dict:
+    """What a pool did between two ``pool_state`` readings: mapped bytes then and now, pages mapped and unmapped."""
+    return {"mapped_before": before["mapped"], "mapped_after": after["mapped"],
+            "pages_mapped": after["n_maps"] - before["n_maps"], "pages_unmapped": after["n_unmaps"] - before["n_unmaps"]}
