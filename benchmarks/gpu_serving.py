@@ -5,8 +5,8 @@
     python benchmarks/gpu_serving.py identity --out benchmarks/results/gpu_server_identity_h100.json
 
 Every engine is a real vLLM OpenAI server in multi-process mode, started by ``kvlab.lab.Server`` (memory
-"static", "kvcached" or "elastic") over kvlab's random-weight Qwen2.5-0.5B-shaped model, with CUDA graphs
-unless ``--eager``. Device memory is NVML's used memory minus the device's baseline before the engines,
+"static", "kvcached" or "elastic") over kvlab's random-weight Qwen2.5-0.5B-shaped model, run as ``--graphs``
+says (benchmarks/graphs.py). Device memory is NVML's used memory minus the device's baseline before the engines,
 sampled at 10 Hz in a thread (peaks) and read at fixed points (idle).
 
 * single (benchmarks 2-4), per system: idle VRAM after start; burst onset: ``--bursts`` bursts of 32
@@ -28,6 +28,7 @@ import time
 
 import httpx
 
+from graphs import add_graphs_option, graph_engine_args
 from stats import percentile, pool_change, pool_state
 
 SYSTEMS = ("static", "kvcached", "elastic")
@@ -96,7 +97,7 @@ def _server(model, system: str, args, util: float, name: str):
     from kvlab.lab import Server
 
     kw = dict(gpu_memory_utilization=util, max_model_len=4096, seed=0, served_model_name=name,
-              enforce_eager=args.eager, progress=False, start_timeout=900, name=name)
+              progress=False, start_timeout=900, name=name, **graph_engine_args(args.graphs))
     return Server(model, memory=system, device="cuda:0", **kw)
 
 
@@ -249,7 +250,7 @@ def main() -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--systems", default=",".join(SYSTEMS))
     p.add_argument("--util", type=float, default=0.5)
-    p.add_argument("--eager", action="store_true")
+    add_graphs_option(p)
     p.add_argument("--bursts", type=int, default=3)
     p.add_argument("--pause", type=float, default=6.0)
     p.add_argument("--rate", type=float, default=8.0)

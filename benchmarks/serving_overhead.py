@@ -1,6 +1,6 @@
 """Issue 7, benchmark 2: serving overhead at steady load, measured paired and interleaved.
 
-    python benchmarks/serving_overhead.py --out benchmarks/results/serving_overhead_h100.json --eager
+    python benchmarks/serving_overhead.py --out benchmarks/results/serving_overhead_h100.json --graphs decode
     python benchmarks/serving_overhead.py --device cpu --model tiny --rounds 2 --out /tmp/overhead_cpu.json
 
 Why not ``gpu_serving.py single``: there the systems ran one after the other, three repeats each, and the
@@ -31,6 +31,7 @@ import time
 
 import httpx
 
+from graphs import add_graphs_option, graph_engine_args
 from stats import percentile, pool_change, pool_state, spread
 
 SYSTEMS = ("static", "kvcached", "elastic")
@@ -133,7 +134,7 @@ def _server_kwargs(args, system: str, name: str) -> dict:
         # CPU: an explicit KV size per engine (vLLM's CPU backend has no utilisation fraction of a device).
         kw.update(device="cpu", kv_cache_memory_bytes=args.cpu_kv_mib << 20)
     else:
-        kw.update(device=args.device, gpu_memory_utilization=args.util, enforce_eager=args.eager)
+        kw.update(device=args.device, gpu_memory_utilization=args.util, **graph_engine_args(args.graphs))
     return kw
 
 
@@ -144,7 +145,7 @@ def main() -> None:
     p.add_argument("--device", default="cuda:0", help="cuda:N, or cpu (a check of the harness, not a result)")
     p.add_argument("--model", default="qwen2.5-0.5b", help="a kvlab.models.synthetic qwen2 size")
     p.add_argument("--util", type=float, default=0.25, help="gpu_memory_utilization of each server")
-    p.add_argument("--eager", action="store_true")
+    add_graphs_option(p)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--prompt-len", type=int, default=256)
     p.add_argument("--sat-requests", type=int, default=256)
