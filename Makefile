@@ -55,10 +55,10 @@ bench-gpu:
 	$(PYTHON) -m pip install --quiet --no-build-isolation --no-deps -e .
 	$(PYTHON) benchmarks/gpu_context.py --out $(GPU_RESULTS)/gpu_context_h100.json
 	$(PYTHON) benchmarks/gpu_growth.py --out $(GPU_RESULTS)/gpu_growth_h100.json
-	$(PYTHON) benchmarks/gpu_serving.py single --eager --out $(GPU_RESULTS)/gpu_serving_single_h100.json
-	$(PYTHON) benchmarks/serving_overhead.py --eager --out $(GPU_RESULTS)/serving_overhead_h100.json
-	$(PYTHON) benchmarks/gpu_serving.py multi --models 2 --eager --out $(GPU_RESULTS)/gpu_serving_multi2_h100.json
-	$(PYTHON) benchmarks/gpu_serving.py multi --models 3 --eager --out $(GPU_RESULTS)/gpu_serving_multi3_h100.json
+	$(PYTHON) benchmarks/gpu_serving.py single --graphs decode --out $(GPU_RESULTS)/gpu_serving_single_h100.json
+	$(PYTHON) benchmarks/serving_overhead.py --graphs decode --systems static,kvcached,elastic --rounds 6 --sat-requests 768 --out $(GPU_RESULTS)/serving_overhead_h100.json
+	$(PYTHON) benchmarks/gpu_serving.py multi --models 2 --graphs decode --out $(GPU_RESULTS)/gpu_serving_multi2_h100.json
+	$(PYTHON) benchmarks/gpu_serving.py multi --models 3 --util 0.3 --graphs decode --rounds 4 --out $(GPU_RESULTS)/gpu_serving_multi3_h100.json
 
 # The README's GPU table and plots, from the saved results (runs anywhere).
 bench-gpu-report: $(STAMP)

@@ -11,7 +11,7 @@ burst of requests asks for), then shrinks back to empty, through each system's p
   a chunk plan); shrink unmaps in the same steps and trims the page pool (the physical memory goes back
   to the device, as the engine does). Grown with an empty page pool (every page is created), the
   realistic case after an idle engine gave its memory back.
-* kvcached (the PyPI release, built against the local torch): ``alloc_kv_cache`` + ``KVCacheManager``;
+* kvcached (the PyPI release, built against the local torch): ``alloc_kv_cache`` + ``get_kv_cache_manager``;
   a step is ``manager.alloc(blocks)``; shrink is ``manager.free`` of the same blocks, then ``trim()``.
   Its defaults (2 MiB pages, page pre-allocation thread, contiguous layout on CUDA) are kept.
 * floor: the native driver loop (cuMemCreate excluded: a pre-created handle) at batch 64, no bookkeeping.
@@ -102,26 +102,29 @@ def run_kvcached(geometry: str, total: int, step: int, repeats: int) -> dict:
     import torch
 
     preloaded = _load_vllm_ops()
-    from kvcached.integration.vllm.interfaces import alloc_kv_cache, init_kvcached, shutdown_kvcached
-    from kvcached.kv_cache_manager import KVCacheManager
+    from kvcached.integration.vllm.interfaces import (alloc_kv_cache, get_kv_cache_manager, init_kvcached,
+                                                      shutdown_kvcached)
     from kvcached.utils import CONTIGUOUS_LAYOUT, PAGE_PREALLOC_ENABLED, PAGE_SIZE
     from kvcached.vmm_ops import kv_tensors_created
 
     layers, heads, dim = GEOMETRIES[geometry]
     per_block = block_bytes_per_layer(geometry) * layers  # all layers, K and V
-    # Capacity with slack: a pool that is exactly full makes kvcached's own headroom checks refuse.
-    num_blocks = 2 * total // per_block
     torch.cuda.set_device(0)
     init_kvcached(tp_rank=0, world_size=1, is_worker=True, async_sched=False)
-    alloc_kv_cache(kvcache_shape=(2, num_blocks, BLOCK_TOKENS, heads, dim), block_size=BLOCK_TOKENS,
+    # kvcached sizes its virtual tensors from the device, whatever number of blocks is asked for here.
+    alloc_kv_cache(kvcache_shape=(2, 2 * total // per_block, BLOCK_TOKENS, heads, dim), block_size=BLOCK_TOKENS,
                    dtype=torch.bfloat16, device="cuda:0", num_layers=layers)
     deadline = time.time() + 30
     while not kv_tensors_created():
         if time.time() > deadline:
             raise RuntimeError("kvcached did not create its KV tensors within 30 s")
         time.sleep(0.05)
-    mgr = KVCacheManager(num_blocks=num_blocks, block_size=BLOCK_TOKENS, cell_size=heads * dim * DTYPE_BYTES,
-                         num_layers=layers, world_size=1)
+    # The manager through the factory vLLM's integration calls (it checks the manager against the tensors
+    # alloc_kv_cache made and, given no number of blocks, sizes it to them). The first run built
+    # KVCacheManager directly with its own block count, and died inside its C++ page allocator (SIGSEGV).
+    mgr = get_kv_cache_manager(None, BLOCK_TOKENS, heads * dim * DTYPE_BYTES, layers)
+    if mgr.num_blocks * per_block < total:
+        raise RuntimeError(f"kvcached's pool holds {mgr.num_blocks} blocks, fewer than {total} bytes of KV")
     blocks_per_step = step // per_block
     n_steps = total // step
     grow, shrink = [], []
