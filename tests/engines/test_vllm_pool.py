@@ -152,3 +152,53 @@ def test_a_young_cache_entry_is_kept_by_mapping_an_old_one_is_reused():
     old = pool.get_new_blocks(K + 1)  # chunk 1's K fresh blocks come first, then the oldest cached one
     assert planner.n_mapped == 2
     assert blocks[0] in old and blocks[0].block_hash is None
+
+
+def test_closed_loop_saturation_grows_once_and_unmaps_nothing_while_busy():
+    # serving_overhead.py's saturation phase in the pool alone: 64 clients, each sending its next request a
+    # few steps after the last one ended; 256-token prompts (16 cached blocks), 128 output tokens (one more
+    # block every 16), 2.2 ms steps as on the H100. On the H100 each such phase mapped 13-15 chunks and as
+    # many were unmapped by the time its figures were read: this says they went at the end, not while busy.
+    k, chunks, step_s = 64, 200, 0.0022
+    pool = BlockPool(num_gpu_blocks=k * chunks, enable_caching=True, hash_block_size=16)
+    planner = ChunkPlanner(chunks, k, 1, reserve_chunks=1, release_delay=1.0)
+    queue = ElasticFreeQueue(pool, planner)
+    pool.free_block_queue = queue
+    rng, n_hash = random.Random(0), 0
+
+    def cache(blocks):
+        nonlocal n_hash
+        for b in blocks:
+            n_hash += 1
+            pool._insert_block_hash(make_block_hash_with_group_id(BlockHash(n_hash.to_bytes(8, "little")), 0), b,
+                                    num_tokens=16)
+
+    running, next_send = [], [0] * 64  # [client, blocks, tokens]; the step each client sends at
+    sent = done = step = maps = unmaps = 0
+    while done < 1024:
+        planner.tick(step * step_s)
+        for client, at in enumerate(next_send):
+            if at is not None and at <= step and sent < 1024:
+                blocks = pool.get_new_blocks(16)
+                cache(blocks)
+                running.append([client, blocks, 0])
+                next_send[client], sent = None, sent + 1
+        for r in running:
+            r[2] += 1
+            if r[2] % 16 == 0:
+                cache(r[1][-1:])
+                if r[2] < 128:
+                    r[1] += pool.get_new_blocks(1)
+        for r in [r for r in running if r[2] >= 128]:
+            running.remove(r)
+            pool.free_blocks(reversed(r[1]))
+            next_send[r[0]], done = step + rng.randint(1, 4), done + 1
+        for c in planner.release_candidates(idle=False):
+            queue.release(c)
+        plan = planner.take_plan()
+        if plan is not None:
+            maps, unmaps = maps + len(plan.map), unmaps + len(plan.unmap)
+        step += 1
+    live = 64 * 24 / k  # chunks of KV the 64 requests hold at their longest
+    assert unmaps == 0, f"{unmaps} chunks unmapped while busy ({maps} mapped)"
+    assert live < planner.n_mapped == maps + 1 < 4 * live, (maps, live)  # grown once, then reused
