@@ -3,14 +3,17 @@
     python benchmarks/report_gpu.py   # prints a Markdown table, writes docs/img/gpu_serving.png and gpu_growth.png
 
 Reads benchmarks/results/gpu_serving_single_h100.json, gpu_serving_multi2_h100.json, gpu_growth_h100.json and,
-where they exist, gpu_serving_multi3_h100.json, serving_overhead_h100.json and serving_overhead_kvcached_h100.json.
-Every figure printed comes from those files; spreads are min-max over the repeats recorded there.
+where they exist, the three-model runs (gpu_serving_multi3_*) and the paired overhead runs (serving_overhead_*).
+Every figure printed comes from those files; spreads are min-max over the repeats recorded there, and the
+paired overhead runs also get the mean per-round ratio to static with its 95% interval.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+from stats import mean_interval
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -90,6 +93,37 @@ def overhead_table(data: dict) -> str:
     return "\n".join(lines)
 
 
+# The paired overhead runs measured the same way (full decode CUDA graphs), pooled for the interval.
+OVERHEAD_DECODE = ("serving_overhead_h100.json", "serving_overhead_decode256_h100.json")
+OVERHEAD_EAGER = ("serving_overhead_eager_h100.json", "serving_overhead_eager_kvcached_h100.json",
+                  "serving_overhead_eager_h100-first.json")
+
+
+def paired_ratios(datasets: list[dict], system: str, part: str, field: str) -> list[float]:
+    """Each round's ratio of ``system``'s figure to static's, over all the runs given."""
+    out = []
+    for data in datasets:
+        for rnd in data["rounds"]:
+            a, b = rnd.get(system, {}).get(part, {}).get(field), rnd.get("static", {}).get(part, {}).get(field)
+            if a is not None and b:
+                out.append(a / b)
+    return out
+
+
+def overhead_intervals(datasets: list[dict]) -> str:
+    """Per system: the mean of its per-round ratios to static over the runs, with a 95% interval."""
+    lines = []
+    for system in ("kvcached", "elastic"):
+        cells = []
+        for label, part, field in (("throughput", "saturation", "output_tok_s"), ("TTFT p50", "steady", "ttft_p50")):
+            m = mean_interval(paired_ratios(datasets, system, part, field))
+            if m["low"] is not None:
+                cells.append(f"{label} {m['mean']:.3f} (95% {m['low']:.2f}-{m['high']:.2f}, {m['n']} rounds)")
+        if cells:
+            lines.append(f"- {NAMES[system]} vs static: " + "; ".join(cells))
+    return "\n".join(lines)
+
+
 def growth_table(data: dict) -> str:
     lines = ["| geometry | system | grow GiB/s (min-max) | shrink GiB/s (min-max) |", "| --- | --- | --- | --- |"]
     for r in data["rows"]:
@@ -128,7 +162,8 @@ def plots(serving: dict, growth: dict) -> list[Path]:
     axes[2].boxplot(sat, tick_labels=labels)
     axes[2].set_ylabel("output tokens/s")
     axes[2].set_title("saturation (3 repeats)")
-    fig.suptitle(f"vLLM {serving['versions']['vllm']}, Qwen2.5-0.5B shape, H100, eager", fontsize=10)
+    graphs = serving["config"].get("graphs") or ("eager" if serving["config"].get("eager") else "compile")
+    fig.suptitle(f"vLLM {serving['versions']['vllm']}, Qwen2.5-0.5B shape, H100, {graphs}", fontsize=10)
     fig.tight_layout()
     out1 = IMG / "gpu_serving.png"
     fig.savefig(out1, dpi=90)
@@ -158,13 +193,17 @@ def main() -> None:
     print(multi_table(_load("gpu_serving_multi2_h100.json")))
     print()
     print(growth_table(growth))
-    # Later runs, printed where their results exist: three models, and the paired overhead benchmark
-    # (static and kvlab over 8 rounds; static, kvcached and kvlab over 3).
-    for name, table in (("gpu_serving_multi3_h100.json", multi_table), ("serving_overhead_h100.json", overhead_table),
-                        ("serving_overhead_kvcached_h100.json", overhead_table)):
+    # Later runs, printed where their results exist: three models, and the paired overhead benchmark.
+    multi3 = ("gpu_serving_multi3_h100.json", "gpu_serving_multi3_eager_h100.json")
+    for name, table in [(n, multi_table) for n in multi3] + [(n, overhead_table) for n in OVERHEAD_DECODE + OVERHEAD_EAGER]:
         if (RESULTS / name).exists():
             print(f"\n{name}:")
             print(table(_load(name)))
+    for label, names in (("full decode CUDA graphs", OVERHEAD_DECODE), ("eager", OVERHEAD_EAGER)):
+        found = [_load(n) for n in names if (RESULTS / n).exists()]
+        if found:
+            print(f"\npaired overhead, {label}, all rounds of {len(found)} run(s):")
+            print(overhead_intervals(found))
     for p in plots(serving, growth):
         print(f"wrote {p.relative_to(ROOT)}")
 

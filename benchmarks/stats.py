@@ -21,6 +21,22 @@ def spread(values) -> dict:
     return {"median": statistics.median(vals), "min": min(vals), "max": max(vals), "n": len(vals)}
 
 
+# Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (no scipy in the benchmarks' needs).
+_T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def mean_interval(values) -> dict:
+    """Mean and 95% confidence interval (Student's t) of the values that are not None, for paired per-round
+    ratios: how far the data let the true ratio be from the mean. None figures with fewer than two values."""
+    vals = [v for v in values if v is not None]
+    if len(vals) < 2:
+        return {"mean": statistics.mean(vals) if vals else None, "low": None, "high": None, "n": len(vals)}
+    mean = statistics.mean(vals)
+    half = (_T95[len(vals) - 2] if len(vals) <= 31 else 1.96) * statistics.stdev(vals) / len(vals) ** 0.5
+    return {"mean": mean, "low": mean - half, "high": mean + half, "n": len(vals)}
+
+
 def pool_state(server) -> dict | None:
     """The server's pool as last published (None for static vLLM and kvcached, which publish none)."""
     from kvlab import registry
