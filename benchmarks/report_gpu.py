@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from stats import mean_interval
+from stats import mean_interval, paired_ratios
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -99,24 +99,14 @@ OVERHEAD_EAGER = ("serving_overhead_eager_h100.json", "serving_overhead_eager_kv
                   "serving_overhead_eager_h100-first.json")
 
 
-def paired_ratios(datasets: list[dict], system: str, part: str, field: str) -> list[float]:
-    """Each round's ratio of ``system``'s figure to static's, over all the runs given."""
-    out = []
-    for data in datasets:
-        for rnd in data["rounds"]:
-            a, b = rnd.get(system, {}).get(part, {}).get(field), rnd.get("static", {}).get(part, {}).get(field)
-            if a is not None and b:
-                out.append(a / b)
-    return out
-
-
 def overhead_intervals(datasets: list[dict]) -> str:
     """Per system: the mean of its per-round ratios to static over the runs, with a 95% interval."""
+    rounds = [r for data in datasets for r in data["rounds"]]
     lines = []
     for system in ("kvcached", "elastic"):
         cells = []
         for label, part, field in (("throughput", "saturation", "output_tok_s"), ("TTFT p50", "steady", "ttft_p50")):
-            m = mean_interval(paired_ratios(datasets, system, part, field))
+            m = mean_interval(paired_ratios(rounds, system, part, field))
             if m["low"] is not None:
                 cells.append(f"{label} {m['mean']:.3f} (95% {m['low']:.2f}-{m['high']:.2f}, {m['n']} rounds)")
         if cells:

@@ -32,7 +32,7 @@ import time
 import httpx
 
 from graphs import add_graphs_option, graph_engine_args
-from stats import percentile, pool_change, pool_state, spread
+from stats import paired_ratios, percentile, pool_change, pool_state, round_figure, spread
 
 SYSTEMS = ("static", "kvcached", "elastic")
 
@@ -108,21 +108,12 @@ def summarize(rounds: list[dict], systems: list[str]) -> dict:
     keys = {"output_tok_s": ("saturation", "output_tok_s"), "ttft_p50": ("steady", "ttft_p50"),
             "ttft_p99": ("steady", "ttft_p99"), "itl_p50": ("steady", "itl_p50")}
 
-    def value(rnd, system, key):
-        part, field = keys[key]
-        return rnd.get(system, {}).get(part, {}).get(field)
-
     out = {}
     for system in systems:
-        row = {key: spread(value(r, system, key) for r in rounds) for key in keys}
+        row = {key: spread(round_figure(r, system, *keys[key]) for r in rounds) for key in keys}
         if system != "static" and "static" in systems:
             for key in keys:
-                ratios = []
-                for r in rounds:
-                    a, b = value(r, system, key), value(r, "static", key)
-                    if a is not None and b:
-                        ratios.append(a / b)
-                row[f"{key}_vs_static"] = spread(ratios)
+                row[f"{key}_vs_static"] = spread(paired_ratios(rounds, system, *keys[key]))
         out[system] = row
     return out
 

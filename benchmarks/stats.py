@@ -21,6 +21,21 @@ def spread(values) -> dict:
     return {"median": statistics.median(vals), "min": min(vals), "max": max(vals), "n": len(vals)}
 
 
+def round_figure(rnd: dict, system: str, part: str, field: str):
+    """One figure of one system in one paired round (serving_overhead.py's JSON), or None if not measured."""
+    return rnd.get(system, {}).get(part, {}).get(field)
+
+
+def paired_ratios(rounds, system: str, part: str, field: str) -> list[float]:
+    """Each round's ratio of ``system``'s figure to static's, where both were measured."""
+    out = []
+    for rnd in rounds:
+        a, b = round_figure(rnd, system, part, field), round_figure(rnd, "static", part, field)
+        if a is not None and b:
+            out.append(a / b)
+    return out
+
+
 # Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (no scipy in the benchmarks' needs).
 _T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
