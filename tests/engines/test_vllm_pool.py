@@ -5,6 +5,7 @@ into mapped chunks, stay within the budget, agree with the planner's counts, and
 replayed in order the way a worker applies them, must reproduce the scheduler's view of what is mapped.
 """
 
+import itertools
 import random
 
 import pytest
@@ -98,39 +99,54 @@ def test_random_pool_traffic(seed):
     assert planner.n_mapped == 2         # ...and idle gives it back down to chunk 0 + one reserve chunk
 
 
-def _steady_traffic(release_delay: float, steps: int = 600, per_step: int = 8, hold: int = 5):
-    """A request of ``per_step`` fully cached blocks every 0.1 s, each freed ``hold`` steps later, with the
-    scheduler's busy-time release each step; returns the planner and the chunks mapped and unmapped."""
-    chunks = 64
-    pool = BlockPool(num_gpu_blocks=K * chunks, enable_caching=True, hash_block_size=16)
-    planner = ChunkPlanner(chunks, K, 1, reserve_chunks=1, release_delay=release_delay)
-    queue = ElasticFreeQueue(pool, planner)
-    pool.free_block_queue = queue
-    live, maps, unmaps, n_hash = [], 0, 0, 0
+class _BusyPool:
+    """vLLM's BlockPool with kvlab's free queue, driven as the scheduler drives it while requests run: blocks
+    get prefix-cache entries as they fill, and every step ends with the busy-time release and a page plan,
+    whose chunks mapped and unmapped are counted."""
+
+    def __init__(self, chunks: int, k: int, release_delay: float):
+        self.pool = BlockPool(num_gpu_blocks=k * chunks, enable_caching=True, hash_block_size=16)
+        self.planner = ChunkPlanner(chunks, k, 1, reserve_chunks=1, release_delay=release_delay)
+        self.queue = ElasticFreeQueue(self.pool, self.planner)
+        self.pool.free_block_queue = self.queue
+        self.maps = self.unmaps = 0
+        self._hashes = itertools.count(1)
+
+    def cache(self, blocks) -> None:
+        """A new cache entry for each block, as a full block of a prompt or of an output gets."""
+        for b in blocks:
+            key = make_block_hash_with_group_id(BlockHash(next(self._hashes).to_bytes(8, "little")), 0)
+            self.pool._insert_block_hash(key, b, num_tokens=16)
+
+    def end_step(self) -> None:
+        for c in self.planner.release_candidates(idle=False):
+            self.queue.release(c)
+        plan = self.planner.take_plan()
+        if plan is not None:
+            self.maps, self.unmaps = self.maps + len(plan.map), self.unmaps + len(plan.unmap)
+
+
+def _steady_traffic(release_delay: float, steps: int = 600, per_step: int = 8, hold: int = 5) -> _BusyPool:
+    """A request of ``per_step`` fully cached blocks every 0.1 s, each freed ``hold`` steps later."""
+    busy = _BusyPool(64, K, release_delay)
+    live = []
     for step in range(steps):
-        planner.tick(step * 0.1)
-        got = pool.get_new_blocks(per_step)
-        for b in got:  # every block full and cached, as a long prompt's blocks are
-            n_hash += 1
-            pool._insert_block_hash(make_block_hash_with_group_id(BlockHash(n_hash.to_bytes(8, "little")), 0), b,
-                                    num_tokens=16)
+        busy.planner.tick(step * 0.1)
+        got = busy.pool.get_new_blocks(per_step)
+        busy.cache(got)  # every block full and cached, as a long prompt's blocks are
         live.append(got)
         if len(live) > hold:
-            pool.free_blocks(live.pop(0))
-        for c in planner.release_candidates(idle=False):
-            queue.release(c)
-        plan = planner.take_plan()
-        if plan is not None:
-            maps, unmaps = maps + len(plan.map), unmaps + len(plan.unmap)
-    return planner, maps, unmaps
+            busy.pool.free_blocks(live.pop(0))
+        busy.end_step()
+    return busy
 
 
 def test_steady_traffic_keeps_a_stable_pool_instead_of_a_sliding_window():
     # Working set: 5 requests of 8 blocks = 10 chunks; cache entries younger than half the 1 s release delay
     # are kept (5 steps of 8 blocks = 10 chunks). 60 s of traffic writes 4800 blocks (1200 chunks) of KV.
-    planner, maps, unmaps = _steady_traffic(release_delay=1.0)
-    assert planner.n_mapped <= 23 and maps <= 23, (planner.n_mapped, maps)  # mapped once, then reused
-    assert unmaps == 0
+    busy = _steady_traffic(release_delay=1.0)
+    assert busy.planner.n_mapped <= 23 and busy.maps <= 23, (busy.planner.n_mapped, busy.maps)  # mapped once
+    assert busy.unmaps == 0
 
 
 def test_a_young_cache_entry_is_kept_by_mapping_an_old_one_is_reused():
@@ -159,46 +175,30 @@ def test_closed_loop_saturation_grows_once_and_unmaps_nothing_while_busy():
     # few steps after the last one ended; 256-token prompts (16 cached blocks), 128 output tokens (one more
     # block every 16), 2.2 ms steps as on the H100. On the H100 each such phase mapped 13-15 chunks and as
     # many were unmapped by the time its figures were read: this says they went at the end, not while busy.
-    k, chunks, step_s = 64, 200, 0.0022
-    pool = BlockPool(num_gpu_blocks=k * chunks, enable_caching=True, hash_block_size=16)
-    planner = ChunkPlanner(chunks, k, 1, reserve_chunks=1, release_delay=1.0)
-    queue = ElasticFreeQueue(pool, planner)
-    pool.free_block_queue = queue
-    rng, n_hash = random.Random(0), 0
-
-    def cache(blocks):
-        nonlocal n_hash
-        for b in blocks:
-            n_hash += 1
-            pool._insert_block_hash(make_block_hash_with_group_id(BlockHash(n_hash.to_bytes(8, "little")), 0), b,
-                                    num_tokens=16)
-
+    k, step_s = 64, 0.0022
+    busy, rng = _BusyPool(200, k, release_delay=1.0), random.Random(0)
     running, next_send = [], [0] * 64  # [client, blocks, tokens]; the step each client sends at
-    sent = done = step = maps = unmaps = 0
+    sent = done = step = 0
     while done < 1024:
-        planner.tick(step * step_s)
+        busy.planner.tick(step * step_s)
         for client, at in enumerate(next_send):
             if at is not None and at <= step and sent < 1024:
-                blocks = pool.get_new_blocks(16)
-                cache(blocks)
+                blocks = busy.pool.get_new_blocks(16)
+                busy.cache(blocks)
                 running.append([client, blocks, 0])
                 next_send[client], sent = None, sent + 1
         for r in running:
             r[2] += 1
             if r[2] % 16 == 0:
-                cache(r[1][-1:])
+                busy.cache(r[1][-1:])
                 if r[2] < 128:
-                    r[1] += pool.get_new_blocks(1)
+                    r[1] += busy.pool.get_new_blocks(1)
         for r in [r for r in running if r[2] >= 128]:
             running.remove(r)
-            pool.free_blocks(reversed(r[1]))
+            busy.pool.free_blocks(reversed(r[1]))
             next_send[r[0]], done = step + rng.randint(1, 4), done + 1
-        for c in planner.release_candidates(idle=False):
-            queue.release(c)
-        plan = planner.take_plan()
-        if plan is not None:
-            maps, unmaps = maps + len(plan.map), unmaps + len(plan.unmap)
+        busy.end_step()
         step += 1
     live = 64 * 24 / k  # chunks of KV the 64 requests hold at their longest
-    assert unmaps == 0, f"{unmaps} chunks unmapped while busy ({maps} mapped)"
-    assert live < planner.n_mapped == maps + 1 < 4 * live, (maps, live)  # grown once, then reused
+    assert busy.unmaps == 0, f"{busy.unmaps} chunks unmapped while busy ({busy.maps} mapped)"
+    assert live < busy.planner.n_mapped == busy.maps + 1 < 4 * live, (busy.maps, live)  # grown once, then reused
