@@ -13,8 +13,9 @@ runner pair with KVLAB_VLLM_UNCHECKED=1) and nvidia-ml-py.
 ``--modes eager,default`` runs both engines once per mode: ``eager`` (enforce_eager) and ``default``
 (vLLM's default torch.compile + CUDA graphs). ``--current`` saves the support check of the installed vLLM
 as ``benchmarks/results/vllm_current_gpu_<gpu>.json`` (unless ``--out``): at its top level ``vllm``,
-``runner`` (the model runner vLLM chose), ``identical`` (elastic == static greedy tokens in every mode)
-and ``idle_MiB`` ({"static", "elastic"}: VRAM at idle after start, first mode), the rest per mode.
+``runner`` (the model runner vLLM chose), ``identical`` (elastic == static greedy tokens in every mode),
+``idle_MiB`` and ``after_burst_MiB`` ({"static", "elastic"}, VRAM over the baseline, eager mode where run),
+the rest per mode; a later command for another mode of the same vLLM adds to the file.
 
 ``--expandable`` adds a third run: elastic with PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True, which
 lets torch's ``empty_cache`` return the unused parts of segments that still hold live blocks.
@@ -172,8 +173,8 @@ def _runs(model: str, args, eager: bool) -> dict:
 
 
 def _idle_mib(runs: dict) -> dict:
-    return {name: {point: (r[f"vram_{point}"] - r["vram_before"]) >> 20 for point in ("idle", "after_burst", "after_grace")}
-            for name, r in runs.items()}
+    points = ("idle", "after_burst", "after_grace")
+    return {name: {p: (r[f"vram_{p}"] - r["vram_before"]) >> 20 for p in points} for name, r in runs.items()}
 
 
 def _mismatched(runs: dict) -> dict:
@@ -183,27 +184,41 @@ def _mismatched(runs: dict) -> dict:
 
 
 def _save_current(by_mode: dict, gpu: str, weights: int, args) -> None:
-    """Issue 15's record of one vLLM on the GPU: the keys the README's support table is filled from."""
+    """Issue 15's record of one vLLM on the GPU: the keys the README's support table is filled from.
+
+    Modes already in the file for the same vLLM and runner are kept (a command may run one mode: the GPU
+    machine allows 10 minutes a command), and the top-level keys cover all of them.
+    """
+    short = "h200" if "H200" in gpu else "h100" if "H100" in gpu else "gpu"
+    here = os.path.dirname(os.path.abspath(__file__))
+    out = args.out or os.path.join(here, "results", f"vllm_current_gpu_{short}.json")
     first = next(iter(by_mode.values()))
-    runners = {r["runner"] for runs in by_mode.values() for r in runs.values()}
+    runners = sorted({r["runner"] for runs in by_mode.values() for r in runs.values()})
+    vllm, runner = first["static"]["vllm"], runners[0] if len(runners) == 1 else runners
+    modes = {mode: {"identical": not any(_mismatched(runs).values()), "mismatched_requests": _mismatched(runs),
+                    "MiB": _idle_mib(runs),
+                    "runs": {k: {kk: vv for kk, vv in v.items() if kk != "outputs"} for k, v in runs.items()}}
+             for mode, runs in by_mode.items()}
+    if os.path.exists(out):
+        with open(out) as f:
+            old = json.load(f)
+        if (old.get("vllm"), old.get("runner"), old.get("gpu")) == (vllm, runner, gpu):
+            modes = {**old.get("modes", {}), **modes}
+    idle_from = "eager" if "eager" in modes else next(iter(modes))
     summary = {
-        "vllm": first["static"]["vllm"],
-        "runner": runners.pop() if len(runners) == 1 else sorted(runners),
-        "identical": all(not any(m.values()) for m in (_mismatched(runs) for runs in by_mode.values())),
-        "idle_MiB": {name: mib["idle"] for name, mib in _idle_mib(first).items()},
+        "vllm": vllm, "runner": runner,
+        "identical": all(m["identical"] for m in modes.values()),
+        "idle_MiB": {name: mib["idle"] for name, mib in modes[idle_from]["MiB"].items()},
+        "after_burst_MiB": {name: mib["after_burst"] for name, mib in modes[idle_from]["MiB"].items()},
         "gpu": gpu, "weights_bytes": weights, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "config": {"util": args.util, "grace_s": args.grace, "lengths": LENGTHS, "max_tokens": MAX_TOKENS,
-                   "modes": list(by_mode)},
-        "modes": {mode: {"mismatched_requests": _mismatched(runs), "MiB": _idle_mib(runs),
-                         "runs": {k: {kk: vv for kk, vv in v.items() if kk != "outputs"} for k, v in runs.items()}}
-                  for mode, runs in by_mode.items()},
+                   "idle_from_mode": idle_from},
+        "modes": modes,
     }
-    short = "h200" if "H200" in gpu else "h100" if "H100" in gpu else "gpu"
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", f"vllm_current_gpu_{short}.json")
     with open(out, "w") as f:
         json.dump(summary, f, indent=2)
     print(json.dumps({k: v for k, v in summary.items() if k not in ("modes", "config")}, indent=2))
-    print(json.dumps({m: v["MiB"] for m, v in summary["modes"].items()}, indent=2), f"saved {out}", sep="\n")
+    print(json.dumps({m: v["MiB"] for m, v in modes.items()}, indent=2), f"saved {out}", sep="\n")
 
 
 def _save_summary(runs: dict, gpu: str, weights: int, args) -> None:

@@ -121,7 +121,8 @@ def default_runner(version: str, device: str, env: dict | None = None) -> tuple[
     if rel >= (0, 29, 0):
         return "v2", "vLLM's default since 0.29 (VLLM_USE_V2_MODEL_RUNNER=0 selects V1)"
     if rel >= (0, 26, 0):
-        return "v2", "vLLM's default for dense models since 0.26 (MoE models: V1; VLLM_USE_V2_MODEL_RUNNER=0 selects V1)"
+        return "v2", ("vLLM's default for dense models since 0.26 (MoE models: V1; VLLM_USE_V2_MODEL_RUNNER=0 "
+                      "selects V1)")
     return "v1", ("vLLM's default except Llama/Mistral/Qwen3 and a few MoE architectures, which get V2 "
                   "(VLLM_USE_V2_MODEL_RUNNER=1 selects V2)")
 
