@@ -32,15 +32,18 @@ def kv_config() -> KVCacheConfig:
     spec = FullAttentionSpec(block_size=BLOCK_TOKENS, num_kv_heads=HEADS, head_size=DIM, dtype=torch.bfloat16)
     names = [f"model.layers.{i}.self_attn.attn" for i in range(LAYERS)]
     page = spec.page_size_bytes
-    tensor = KVCacheTensor(size=page * BLOCKS * LAYERS, layers=names, layer_stride=page * BLOCKS, block_stride=page)
-    return KVCacheConfig(num_blocks=BLOCKS, kv_cache_tensors=[tensor], kv_cache_groups=[KVCacheGroupSpec(names, spec)])
+    if "layer_stride" in KVCacheTensor.__dataclass_fields__:  # vLLM >= 0.30: one buffer for all layers
+        tensors = [KVCacheTensor(size=page * BLOCKS * LAYERS, layers=names, layer_stride=page * BLOCKS,
+                                 block_stride=page)]
+    else:  # one buffer per layer
+        tensors = [KVCacheTensor(size=page * BLOCKS, shared_by=[name]) for name in names]
+    return KVCacheConfig(num_blocks=BLOCKS, kv_cache_tensors=tensors, kv_cache_groups=[KVCacheGroupSpec(names, spec)])
 
 
-def layer_views(buf: torch.Tensor) -> list[torch.Tensor]:
+def layer_views(bufs: list[torch.Tensor]) -> list[torch.Tensor]:
     """What vLLM binds to its layers: one [blocks, K/V, tokens, heads, dim] bf16 view per layer region."""
-    per_layer = buf.numel() // LAYERS
-    return [buf[i * per_layer:(i + 1) * per_layer].view(torch.bfloat16).view(BLOCKS, 2, BLOCK_TOKENS, HEADS, DIM)
-            for i in range(LAYERS)]
+    regions = [r for buf in bufs for r in buf.chunk(LAYERS // len(bufs))]
+    return [r.view(torch.bfloat16).view(BLOCKS, 2, BLOCK_TOKENS, HEADS, DIM) for r in regions]
 
 
 def warmup_outputs(num_reqs: int, blocks_per_req: int) -> list[SchedulerOutput]:
@@ -86,11 +89,12 @@ class _Worker(ElasticWorkerMixin, _VLLMWorkerSteps):
 @pytest.fixture
 def mapper():
     settings = ElasticSettings(elastic=True, page_size=PAGE)
-    m = WorkerMapper(settings, kv_config(), torch.device("cpu"))
-    with m.allocation_context():
-        buf = torch.zeros(kv_config().kv_cache_tensors[0].size, dtype=torch.int8)  # vLLM's allocation call
-    m.bind(layer_views(buf), "warmup-test")
-    yield m, buf
+    config = kv_config()
+    m = WorkerMapper(settings, config, torch.device("cpu"))
+    with m.allocation_context():  # vLLM's allocation calls
+        bufs = [torch.zeros(t.size, dtype=torch.int8) for t in config.kv_cache_tensors]
+    m.bind(layer_views(bufs), "warmup-test")
+    yield m, bufs
     m.close()
 
 
@@ -102,11 +106,11 @@ def test_blocks_named_by_reads_new_and_running_requests():
 
 
 def test_warmup_blocks_are_mapped_while_it_runs_and_unmapped_after(mapper):
-    m, buf = mapper
+    m, bufs = mapper
     k = m.geometry.blocks_per_chunk
     chunk_bytes = m.geometry.chunk_bytes
     assert m.arena.mapped_bytes == chunk_bytes  # chunk 0 alone, as the scheduler assumes
-    worker = _Worker(layer_views(buf), warmup_outputs(num_reqs=12, blocks_per_req=2))
+    worker = _Worker(layer_views(bufs), warmup_outputs(num_reqs=12, blocks_per_req=2))
     worker.kvlab_mapper = m
     worker.compile_or_warm_up_model()
     assert worker.written == set(range(1, 37))  # 12 x 2 prefill blocks, 12 decode blocks: chunks 0..36 // k
@@ -116,8 +120,8 @@ def test_warmup_blocks_are_mapped_while_it_runs_and_unmapped_after(mapper):
 
 
 def test_outside_the_warmup_steps_map_nothing_by_themselves(mapper):
-    m, buf = mapper
-    worker = _Worker(layer_views(buf), [])
+    m, bufs = mapper
+    worker = _Worker(layer_views(bufs), [])
     worker.kvlab_mapper = m
     worker.compile_or_warm_up_model()
     prefill, _ = warmup_outputs(num_reqs=1, blocks_per_req=1)  # block 1: chunk 0, mapped

@@ -259,9 +259,11 @@ def set_cpu_requested_memory(worker, nbytes: int) -> None:
 
 
 def warm_up_cpu_model(worker) -> None:
-    """What CPUWorker.determine_available_memory does before measuring, minus its memory checks
-    (checked: cpu 0.32)."""
-    if worker._should_warm_up_model():
+    """What CPUWorker.determine_available_memory does before measuring, minus its memory checks: warm up,
+    unless ``_should_warm_up_model`` (there in 0.30-0.32, not in 0.27) says it is pointless (checked: cpu
+    0.27, 0.32)."""
+    should = getattr(worker, "_should_warm_up_model", None)
+    if should is None or should():
         worker.model_runner.warming_up_model()
 
 
