@@ -14,9 +14,10 @@ import anywidget
 import numpy as np
 import traitlets as t
 
+from kvlab.registry.record import PageState
+
 from .coalescer import CoalescedWidget, Coalescer
 
-UNMAPPED, MAPPED_FREE, IN_USE = 0, 1, 2
 _STATIC = Path(__file__).parent / "static"
 
 
@@ -25,10 +26,10 @@ def _as_states(states) -> bytes:
     if arr.ndim != 1:
         raise ValueError(f"page states must be 1-D (one entry per page), got shape {arr.shape}")
     if arr.dtype == np.bool_:  # a mapped mask, e.g. Arena.mapped: mapped pages count as in use
-        arr = arr.astype(np.uint8) * IN_USE
+        arr = arr.astype(np.uint8) * int(PageState.USED)
     elif not np.issubdtype(arr.dtype, np.integer):
         raise ValueError(f"page states must be integers 0/1/2 or a boolean mask, got dtype {arr.dtype}")
-    elif arr.size and (arr.min() < 0 or arr.max() > IN_USE):
+    elif arr.size and (arr.min() < 0 or arr.max() > PageState.USED):
         raise ValueError("page states must be 0 (unmapped), 1 (mapped, free or retained) or 2 (in use); "
                          f"got values in [{arr.min()}, {arr.max()}]")
     return np.ascontiguousarray(arr, dtype=np.uint8).tobytes()
@@ -145,7 +146,7 @@ class PageMap(CoalescedWidget, anywidget.AnyWidget):
             if used is not None:
                 states += (np.asarray(used(), dtype=bool) & mapped).astype(np.uint8)
             else:
-                states *= IN_USE
+                states *= int(PageState.USED)
             pm.update(pool, states, info)
             return True
 
