@@ -7,7 +7,6 @@ when its bytes changed. Pools whose bytes did not change are not marked dirty at
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable
 
 import anywidget
@@ -16,9 +15,9 @@ import traitlets as t
 
 from kvlab.registry.record import PageState
 
+from . import assets
 from .coalescer import CoalescedWidget, Coalescer
 
-_STATIC = Path(__file__).parent / "static"
 
 
 def _as_states(states) -> bytes:
@@ -53,8 +52,8 @@ class PageMap(CoalescedWidget, anywidget.AnyWidget):
     (bytes per KV block, to name the blocks a page holds) and ``label``; other keys are listed as is.
     """
 
-    _esm = _STATIC / "pagemap.js"
-    _css = _STATIC / "views.css"
+    _esm = assets.esm("pagemap.js")
+    _css = assets.css()
 
     # {pool: uint8 bytes}: ipywidgets lifts nested bytes out of the JSON into binary buffers.
     states = t.Dict().tag(sync=True)
