@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import threading
 import time
 from contextlib import asynccontextmanager
 
@@ -24,6 +25,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from kvlab import limits, units
+from kvlab.cli.top import Sampler
 
 from .config import ServeConfig
 from .router import Router, UnknownModel
@@ -48,6 +50,7 @@ def create_app(config: ServeConfig, log_dir=None) -> FastAPI:
         finally:
             await router.close()
             await app.state.http.aclose()
+            sampler.close()
 
     app = FastAPI(title="kvlab serve", lifespan=lifespan)
     app.state.router = router
@@ -115,12 +118,20 @@ def create_app(config: ServeConfig, log_dir=None) -> FastAPI:
     for path in PROXIED:
         app.add_api_route(path, proxy, methods=["POST"], dependencies=[Depends(check_token)])
 
+    sampler, sampling = Sampler(), threading.Lock()  # kvlab top's: devices, pools and map/unmap rates
+
     def sample() -> dict:
-        pools = {p.name: p.as_dict() for p in limits.list_pools()}
+        """kvlab top's snapshot of this fleet's pools (so `kvlab top --url` renders it), plus the models."""
+        with sampling:
+            snap = sampler.sample()
         fleet = router.status()
+        ours = {m["pool"] for m in fleet if m["state"] == "awake"}
+        snap["pools"] = [p for p in snap["pools"] if p["name"] in ours]
+        by_name = {p["name"]: p for p in snap["pools"]}
         for m in fleet:
-            m["kv"] = pools.get(m["pool"]) if m["state"] == "awake" else None
-        return {"time": time.time(), "models": fleet, "pools": [pools[m["pool"]] for m in fleet if m["kv"]]}
+            m["kv"] = by_name.get(m["pool"]) if m["state"] == "awake" else None
+        snap["models"] = fleet
+        return snap
 
     @app.get("/kvlab/pools")
     async def pools():

@@ -124,3 +124,15 @@ def test_status_and_event_stream_are_readable_without_token(idle_gateway):
             if len(samples) == 2:
                 break
     assert len(samples) == 2 and time.monotonic() - t0 < 5
+
+
+def test_kvlab_top_reads_the_endpoint_remotely(idle_gateway, capsys):
+    import json
+
+    from kvlab.cli.main import main
+
+    assert main(["top", "--url", idle_gateway.url, "--once", "--json", "--interval", "0.1"]) == 0
+    snap = json.loads(capsys.readouterr().out)
+    assert [m["model"] for m in snap["models"]] == ["qwen-a", "qwen-b"] and "cpu" in snap["devices"]
+    assert main(["top", "--url", "http://127.0.0.1:9", "--once"]) == 2
+    assert "cannot read" in capsys.readouterr().err
