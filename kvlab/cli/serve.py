@@ -22,7 +22,10 @@ def main(args: argparse.Namespace) -> int:
         print(f"kvlab serve: {e}", file=sys.stderr)
         return 2
     names = ", ".join(f"{e.name} ({e.device}, sleep: {e.policy})" for e in gw.router.engines.values())
-    print(f"kvlab serve: {names} on http://{gw.config.host}:{gw.config.port}/v1 "
-          f"(engines start on their first request; Ctrl-C stops everything)", flush=True)
-    gw.run()
+    try:
+        gw.run(on_ready=lambda url: print(f"kvlab serve: {names} at {url}/v1 (engines start on their first "
+                                          "request; Ctrl-C stops everything)", flush=True))
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its shutdown, which stopped the engines
+        print("kvlab serve: stopped", file=sys.stderr)
+        return 130
     return 0

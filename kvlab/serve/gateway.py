@@ -74,13 +74,24 @@ class Gateway:
         self._port = self._uv.servers[0].sockets[0].getsockname()[1]
         return self
 
-    def run(self) -> None:
-        """Serve in the foreground until Ctrl-C or SIGTERM (uvicorn handles both), then stop every engine."""
+    def run(self, on_ready=None) -> None:
+        """Serve in the foreground until Ctrl-C or SIGTERM (uvicorn handles both), then stop every engine.
+        ``on_ready(url)`` is called once the endpoint listens."""
         self._uv = self._uvicorn()
+        if on_ready is not None:
+            threading.Thread(target=self._announce, args=(on_ready,), daemon=True).start()
         try:
             self._uv.run()
         finally:
             self.router.stop_engines()
+
+    def _announce(self, on_ready) -> None:
+        uv = self._uv
+        while not uv.started and not uv.should_exit:
+            time.sleep(0.05)
+        if uv.started:
+            self._port = uv.servers[0].sockets[0].getsockname()[1]
+            on_ready(self.url)
 
     def stop(self) -> None:
         if self._uv is not None:
