@@ -55,10 +55,11 @@ def _ttft_ms(url: str, key: str, model: str, max_tokens: int) -> float:
     with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=900,
                       headers={"Authorization": f"Bearer {key}"}) as r:
         r.raise_for_status()
-        for line in r.iter_lines():
+        lines = r.iter_lines()
+        for line in lines:
             if line.startswith("data: ") and '"text":""' not in line.replace(" ", "") and line != "data: [DONE]":
                 first = (time.perf_counter() - t0) * 1e3
-                for _ in r.iter_lines():  # finish the request before the model is put to sleep
+                for _ in lines:  # finish the request before the model is put to sleep
                     pass
                 return first
     raise RuntimeError(f"{model} streamed no text")
