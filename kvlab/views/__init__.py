@@ -14,13 +14,13 @@ except ImportError as e:  # pragma: no cover - depends on the install
     raise ImportError("kvlab.views needs anywidget and ipywidgets: pip install 'kvlab[views]' "
                       "(or pip install anywidget ipywidgets)") from e
 
-from .coalescer import Coalescer, CoalescerSettings, Sampler, default_coalescer
+from .coalescer import Coalescer, CoalescerSettings, PeriodicTask, default_coalescer
 from .controls import LimitControl
 from .dashboard import Dashboard
 from .latency import LatencyView
-from .pagemap import IN_USE, MAPPED_FREE, UNMAPPED, PageMap
+from .pagemap import PageMap
 from .served import ServedFleet
 from .timeline import MemoryTimeline
 
-__all__ = ["Dashboard", "LimitControl", "PageMap", "MemoryTimeline", "LatencyView", "ServedFleet", "Coalescer", "CoalescerSettings",
-           "Sampler", "default_coalescer", "UNMAPPED", "MAPPED_FREE", "IN_USE"]
+__all__ = ["Dashboard", "LimitControl", "PageMap", "MemoryTimeline", "LatencyView", "ServedFleet", "Coalescer",
+           "CoalescerSettings", "PeriodicTask", "default_coalescer"]
