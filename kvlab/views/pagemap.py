@@ -17,6 +17,7 @@ import traitlets as t
 from .coalescer import CoalescedWidget, Coalescer
 
 UNMAPPED, MAPPED_FREE, IN_USE = 0, 1, 2
+MAX_STATE = IN_USE + 7  # hybrid models: IN_USE + g is a page in use by KV cache group g (the registry's states)
 _STATIC = Path(__file__).parent / "static"
 
 
@@ -28,9 +29,9 @@ def _as_states(states) -> bytes:
         arr = arr.astype(np.uint8) * IN_USE
     elif not np.issubdtype(arr.dtype, np.integer):
         raise ValueError(f"page states must be integers 0/1/2 or a boolean mask, got dtype {arr.dtype}")
-    elif arr.size and (arr.min() < 0 or arr.max() > IN_USE):
-        raise ValueError("page states must be 0 (unmapped), 1 (mapped, free or retained) or 2 (in use); "
-                         f"got values in [{arr.min()}, {arr.max()}]")
+    elif arr.size and (arr.min() < 0 or arr.max() > MAX_STATE):
+        raise ValueError("page states must be 0 (unmapped), 1 (mapped, free or retained), 2 (in use) or 2 + g "
+                         f"(in use by KV cache group g < 8); got values in [{arr.min()}, {arr.max()}]")
     return np.ascontiguousarray(arr, dtype=np.uint8).tobytes()
 
 
