@@ -10,10 +10,10 @@ kvlab version, can decode it):
                   the slot the counter does not point at and then bumps the counter, so a writer killed
                   mid-write leaves the last good slot readable (a seqlock would stay odd forever).
     512  data     written only by the owner, under a seqlock (odd while being written).
-    640  pages    one state byte per page (PAGE_UNMAPPED / PAGE_MAPPED / PAGE_USED), under the same seqlock.
-                  Pools of hybrid models (several KV cache groups) mark a page in use by group g as
-                  PAGE_USED + g (g < MAX_GROUPS; later groups share the last value): any state >= PAGE_USED
-                  is in use, and a one-group pool writes exactly the three states above.
+    640  pages    one state byte per page (``PageState``), under the same seqlock. Pools of hybrid models
+                  (several KV cache groups) mark a page in use by group g as USED + g (g < MAX_GROUPS;
+                  later groups share the last value): any state >= USED is in use, and a one-group pool
+                  writes exactly the three PageStates.
 
 The seq and counter words are read and written through numpy uint64 views (one aligned 8-byte access).
 Stores are ordered on x86 but not on ARM, and Python cannot issue fences, so each block also carries a
@@ -22,6 +22,7 @@ crc32: a reader accepts a snapshot only if the sequence word was even and unchan
 
 from __future__ import annotations
 
+import enum
 import struct
 import time
 import zlib
@@ -33,11 +34,20 @@ from .errors import InvalidName
 
 MAGIC = b"KVLABREG"
 VERSION = 1
-PAGE_UNMAPPED, PAGE_MAPPED, PAGE_USED = 0, 1, 2
-MAX_GROUPS = 8  # in-use states PAGE_USED .. PAGE_USED + 7: pages stay one digit each in as_dict
+MAX_GROUPS = 8  # in-use states USED .. USED + 7 (hybrid models' KV cache groups): one digit each in as_dict
 NO_LIMIT = -1  # stored for "no limit"; Record/Control expose it as None
 SUFFIX, TMP_PREFIX = ".kvr", ".tmp-"  # record files; temp files of creators not yet published
 MAX_PAGES = 1 << 24  # 16 MiB of page states; larger pools should publish coarser pages
+
+
+class PageState(enum.IntEnum):
+    """What one page of a pool holds: the byte per page in a record, a cell of `kvlab top`, a colour of
+    the PageMap."""
+
+    UNMAPPED = 0  # no physical memory behind it
+    MAPPED = 1    # physical memory without a live KV block (free or retained)
+    USED = 2      # holds live KV blocks
+
 
 # magic, version, header size, pid, start ticks, pid namespace | max_pages, created_ns, capacity, page_size,
 # name, model, device, device uuid
@@ -108,7 +118,7 @@ class Record:
     heartbeat: float
     control: Control
     control_ack: int  # control revision the owner has applied; < control.revision while it catches up
-    pages: bytes  # one PAGE_* state byte per page
+    pages: bytes  # one PageState byte per page (USED + g: in use by KV cache group g)
 
     @property
     def n_pages(self) -> int:
@@ -124,7 +134,7 @@ class Record:
     def used_pages_per_group(self) -> list[int]:
         """Pages in use per KV cache group (one entry for pools that do not tell groups apart)."""
         states = np.frombuffer(self.pages, dtype=np.uint8)
-        counts = np.bincount(states[states >= PAGE_USED] - PAGE_USED, minlength=1)
+        counts = np.bincount(states[states >= PageState.USED] - PageState.USED, minlength=1)
         return [int(c) for c in counts]
 
     def as_dict(self) -> dict:

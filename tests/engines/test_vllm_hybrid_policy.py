@@ -17,7 +17,7 @@ from vllm.v1.kv_cache_interface import (  # noqa: E402
 from kvlab.engines.vllm.geometry import ChunkGeometry, UnsupportedModel  # noqa: E402
 from kvlab.engines.vllm.planner import ChunkPlanner  # noqa: E402
 from kvlab.engines.vllm.pool_record import PoolRecord  # noqa: E402
-from kvlab.registry import PAGE_MAPPED, PAGE_USED, list_records  # noqa: E402
+from kvlab.registry import PageState, list_records  # noqa: E402
 from tests.registry.conftest import root  # noqa: E402, F401
 
 KiB, MiB = 1 << 10, 1 << 20
@@ -79,8 +79,8 @@ def test_record_counts_pages_per_group(root):
         held[:] = [{4, 5}, {6}]  # chunk 1: two blocks of the full-attention group, one of the sliding one
         record.publish(force=True)
         rec = list_records(root)[0]
-        assert list(rec.page_states()[2:4]) == [PAGE_USED, PAGE_USED + 1]
-        assert list(rec.page_states()[:2]) == [PAGE_MAPPED, PAGE_MAPPED]  # chunk 0: the null block, no group's
+        assert list(rec.page_states()[2:4]) == [PageState.USED, PageState.USED + 1]
+        assert list(rec.page_states()[:2]) == [PageState.MAPPED, PageState.MAPPED]  # chunk 0: the null block, no group's
         assert rec.used_pages_per_group() == [1, 1]
         held[:] = [{4, 5}, set()]  # the sliding window moved on: its block is free again
         record.publish(force=True)

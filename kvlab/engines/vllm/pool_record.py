@@ -12,9 +12,9 @@ One record per engine, published by the scheduler (the process that owns the Chu
   mapped/unmapped so far.
 * Page map: the record's ``page_size`` is the engine's mapping page (KVLAB_PAGE_SIZE). Chunk ``c`` is
   shown as pages ``[c*P, (c+1)*P)`` with ``P = chunk_bytes / page_size``, in chunk order (a chunk's real
-  pages are spread over the layers' regions): all ``PAGE_UNMAPPED`` when the chunk is unmapped, else its
-  share of used blocks as ``PAGE_USED`` (first) and the rest ``PAGE_MAPPED``. Hybrid models (several KV
-  cache groups over one pool) show the blocks each group holds as ``PAGE_USED + g``, group by group
+  pages are spread over the layers' regions): all ``UNMAPPED`` when the chunk is unmapped, else its
+  share of used blocks as ``USED`` (first) and the rest ``MAPPED``. Hybrid models (several KV cache
+  groups over one pool) show the blocks each group holds as ``USED + g``, group by group
   (``held_per_group``, read from vLLM's per-group managers at publication), so `kvlab top` and the page
   map can count pages per group; a sliding-window group's share stays small however long its requests.
 
@@ -29,9 +29,9 @@ import time
 
 import numpy as np
 
-from kvlab.registry import PAGE_MAPPED, PAGE_USED, Control, Publisher
+from kvlab.registry import Control, PageState, Publisher
+from kvlab.registry.names import default_name
 from kvlab.registry.record import MAX_GROUPS
-from kvlab.registry.publisher import default_name
 
 from .planner import ChunkPlanner
 
@@ -89,7 +89,7 @@ class PoolRecord:
         p, k, n = self.pages_per_chunk, self.planner.k, self.planner.num_chunks
         mapped = np.fromiter(self.planner.mapped, dtype=bool, count=n)
         offset = np.arange(p)[None, :]
-        states = np.where(mapped[:, None], PAGE_MAPPED, 0).repeat(p, axis=1)
+        states = np.where(mapped[:, None], PageState.MAPPED, PageState.UNMAPPED).repeat(p, axis=1)
         if self.held_per_group is None:
             free = np.fromiter(self.planner.free, dtype=np.int64, count=n)
             held = [np.where(mapped, k - free, 0)]
@@ -104,7 +104,7 @@ class PoolRecord:
             bounds.append(np.ceil(upto * p / k).astype(np.int64))
         for g in range(len(held) - 1, -1, -1):  # the lowest group wins a page two groups share
             inside = (offset >= bounds[g][:, None]) & (offset < bounds[g + 1][:, None])
-            states = np.where(inside, PAGE_USED + min(g, MAX_GROUPS - 1), states)
+            states = np.where(inside, PageState.USED + min(g, MAX_GROUPS - 1), states)
         return states.astype(np.uint8).ravel()
 
     def publish(self, force: bool = False) -> None:
