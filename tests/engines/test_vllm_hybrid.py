@@ -100,12 +100,16 @@ def test_greedy_outputs_identical_to_static_across_the_window(gemma3_tiny, gemma
     assert stats["peak_mapped_bytes"] > 8 * stats["chunk_bytes"] and stats["mapped_bytes"] == stats["chunk_bytes"]
 
 
-def test_sliding_window_blocks_are_released_while_the_request_decodes(gemma3_tiny, gemma3_static, root):
+def test_sliding_window_blocks_are_released_while_the_request_decodes(gemma3_tiny, gemma3_static, root,
+                                                                      monkeypatch):
     """One long request: after its prefill, the blocks its sliding-window layers no longer see go back to
     the pool; kvlab unmaps them while the request is still decoding (release_delay 0)."""
     from vllm import SamplingParams
 
     from kvlab import registry
+    from kvlab.engines.vllm import pool_record
+
+    monkeypatch.setattr(pool_record, "GROUP_PERIOD", 0.0)  # pages per group read at every publication
 
     prompt = LONG_PROMPT
     llm = _engine(gemma3_tiny, {"elastic": True, "page_size": "64KiB", "reserve": 0, "release_delay": 0,

@@ -67,7 +67,10 @@ def test_attention_free_models_are_refused():
         ChunkGeometry.from_kv_cache_config(_config(), 2 * MiB, "mamba")
 
 
-def test_record_counts_pages_per_group(root):
+def test_record_counts_pages_per_group(root, monkeypatch):
+    from kvlab.engines.vllm import pool_record
+
+    monkeypatch.setattr(pool_record, "GROUP_PERIOD", 0.0)  # read the groups at every publication
     planner = ChunkPlanner(4, 4, 4 * MiB)  # 4 blocks a chunk, 2 pages of 2 MiB (one per block pair)
     held = [set(), set()]
     record = PoolRecord(planner, model="m", page_size=2 * MiB, name="groups", device="cpu", device_uuid="",
@@ -84,6 +87,10 @@ def test_record_counts_pages_per_group(root):
         assert rec.used_pages_per_group() == [1, 1]
         held[:] = [{4, 5}, set()]  # the sliding window moved on: its block is free again
         record.publish(force=True)
+        assert list_records(root)[0].used_pages_per_group() == [1]
+        monkeypatch.setattr(pool_record, "GROUP_PERIOD", 3600.0)
+        held[:] = [{4, 5}, {6}]
+        record.publish(force=True)  # read less often than published: the last reading stands
         assert list_records(root)[0].used_pages_per_group() == [1]
     finally:
         record.close()

@@ -15,7 +15,8 @@ One record per engine, published by the scheduler (the process that owns the Chu
   pages are spread over the layers' regions): all ``UNMAPPED`` when the chunk is unmapped, else its
   share of used blocks as ``USED`` (first) and the rest ``MAPPED``. Hybrid models (several KV cache
   groups over one pool) show the blocks each group holds as ``USED + g``, group by group
-  (``held_per_group``, read from vLLM's per-group managers at publication), so `kvlab top` and the page
+  (``held_per_group``, read from vLLM's per-group managers at most every ``GROUP_PERIOD`` seconds: it walks
+  every held block, too slow for every publication of a large GPU pool), so `kvlab top` and the page
   map can count pages per group; a sliding-window group's share stays small however long its requests.
 
 Published on every map/unmap and at most ``MAX_RATE`` times a second otherwise; the heartbeat and the
@@ -36,6 +37,7 @@ from kvlab.registry.record import MAX_GROUPS
 from .planner import ChunkPlanner
 
 MAX_RATE = 10.0  # publications per second while nothing is mapped or unmapped (readers sample at ~10 Hz)
+GROUP_PERIOD = 1.0  # seconds between readings of which KV cache group holds which blocks (hybrid models)
 
 
 def served_model(vllm_config) -> str:
@@ -52,6 +54,8 @@ class PoolRecord:
         self.planner = planner
         # () -> one collection of held block ids per KV cache group; None: one group, counted by the planner
         self.held_per_group = held_per_group
+        self._held: list[np.ndarray] = []   # blocks each group holds per chunk, as last read
+        self._held_at = -GROUP_PERIOD
         self.pages_per_chunk = max(1, planner.chunk_bytes // page_size)
         self.block_bytes = planner.chunk_bytes // planner.k
         capacity = planner.num_chunks * planner.chunk_bytes
@@ -94,8 +98,12 @@ class PoolRecord:
             free = np.fromiter(self.planner.free, dtype=np.int64, count=n)
             held = [np.where(mapped, k - free, 0)]
         else:
-            held = [np.bincount(np.fromiter(ids, dtype=np.int64, count=len(ids)) // k, minlength=n)[:n]
-                    for ids in self.held_per_group()]
+            now = time.monotonic()
+            if now - self._held_at >= GROUP_PERIOD:
+                self._held_at = now
+                self._held = [np.bincount(np.fromiter(ids, dtype=np.int64, count=len(ids)) // k, minlength=n)[:n]
+                              for ids in self.held_per_group()]
+            held = [np.where(mapped, blocks, 0) for blocks in self._held]  # a chunk unmapped since holds nothing
         # Group by group, each chunk's pages in proportion to the blocks each group holds there.
         upto = np.zeros(n, dtype=np.int64)
         bounds = [np.zeros(n, dtype=np.int64)]
