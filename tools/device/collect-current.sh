@@ -29,11 +29,15 @@ zstandard.ZstdDecompressor(max_window_size=2**31).copy_stream(sys.stdin.buffer, 
 
 # The staged torch finds its CUDA libraries through RPATH $ORIGIN/../../nvidia/<lib>/lib: point the ones
 # not carried at the image's copies (same sonames; see NVIDIA_WHEELS in tools/device/stage_current.py).
-image_nvidia=$(cd / && python3 -c "import os, torch; print(os.path.join(os.path.dirname(os.path.dirname(torch.__file__)), 'nvidia'))")
+image_nvidia=$(cd / && python3 -c "import importlib.util as u, os
+print(os.path.join(os.path.dirname(os.path.dirname(u.find_spec('torch').origin)), 'nvidia'))")
 for d in "$image_nvidia"/*/; do
   d=${d%/}; name=$(basename "$d")
   if [ ! -e "$site/nvidia/$name" ]; then mkdir -p "$site/nvidia" && ln -s "$d" "$site/nvidia/$name"; continue; fi
-  for f in "$d"/lib/*; do [ -e "$site/nvidia/$name/lib/$(basename "$f")" ] || ln -s "$f" "$site/nvidia/$name/lib/"; done
+  mkdir -p "$site/nvidia/$name/lib"
+  for f in "$d"/lib/*; do
+    [ -e "$f" ] && [ ! -e "$site/nvidia/$name/lib/$(basename "$f")" ] && ln -s "$f" "$site/nvidia/$name/lib/" || true
+  done
 done
 echo "$site" > /tmp/kvlab-vllm-site
 rm -rf "$store"

@@ -10,6 +10,7 @@ links the collector makes (same sonames); `--with-nvidia` carries a library inst
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
 import json
 import os
@@ -234,14 +235,16 @@ def check(out: Path, python: str | None) -> None:
     # Every installed distribution's RECORD is present, except the files pruned on purpose.
     pruned = tuple(meta["pruned"])
     for record in site.glob("*.dist-info/RECORD"):
-        for line in record.read_text().splitlines():
-            rel = line.split(",")[0]
+        for row in csv.reader(record.read_text().splitlines()):
+            rel = row[0] if row else ""
             if rel and not rel.startswith(pruned) and not (site / rel).exists() and ".." not in rel:
                 sys.exit(f"{record.parent.name}: {rel} is missing")
     for name in ("torch", "vllm", "triton", "flashinfer-python"):
         if name not in meta["versions"]:
             sys.exit(f"{name} is not in the staged set")
-    print(f"[check] {len(got)} files, every RECORD complete; versions {meta['versions']}")
+    key = {n: meta["versions"][n] for n in ("vllm", "torch", "triton", "flashinfer-python", "nvidia-nccl-cu13")
+           if n in meta["versions"]}
+    print(f"[check] {len(got)} files as staged, every RECORD complete but the pruned files; {key}")
     if python:  # a CPython 3.12 with the image's packages (torch 2.11 and its nvidia libraries)
         link_image_nvidia(python, site)
         code = ("import torch, vllm, flashinfer, triton; "
@@ -296,24 +299,28 @@ def main() -> None:
     by_name = {norm(w.name.split("-")[0]): w for w in (cache / "wheels").glob("*.whl")}
     wheels = [by_name[norm(req.split("==")[0])] for req in wanted]
 
-    site = cache / "site"
-    pruned = build_site(wheels, site)
-    versions = {norm(n): v for n, v in resolved if f"{n}=={v}" in wanted}
-    versions.update({norm(w.split("==")[0]): w.split("==")[1] for w in wanted if "==" in w})
-    manifest = manifest_of(site)
-    (site / ".kvlab-manifest.json").write_text(json.dumps(manifest))
-    print(f"[stage] site: {sum(manifest.values()) / MIB:.0f} MiB in {len(manifest)} files; zstd -{args.level}",
-          flush=True)
-
-    archive = cache / "site.tar.zst"
-    subprocess.run(f"tar -cf - -C {site} . | zstd -T0 -q -{args.level} --long=27 -f -o {archive}",
-                   shell=True, check=True)
+    site, archive, stamp = cache / "site", cache / "site.tar.zst", cache / "site.tar.zst.stamp"
+    versions = {norm(w.split("==")[0]): w.split("==")[1] for w in wanted if "==" in w}
+    recipe = json.dumps([sorted(wanted), sorted(PRUNE), args.level])
+    if archive.exists() and stamp.exists() and stamp.read_text() == recipe:
+        print(f"[stage] reusing {archive} (same wheels, pruning and level)")
+        pruned = {rel: why for rel, why in PRUNE.items()}
+    else:
+        pruned = build_site(wheels, site)
+        manifest = manifest_of(site)
+        (site / ".kvlab-manifest.json").write_text(json.dumps(manifest))
+        print(f"[stage] site: {sum(manifest.values()) / MIB:.0f} MiB in {len(manifest)} files; "
+              f"zstd -{args.level}", flush=True)
+        subprocess.run(f"tar -cf - -C {site} . | zstd -T0 -q -{args.level} --long=27 -f -o {archive}",
+                       shell=True, check=True)
+        stamp.write_text(recipe)
+        shutil.rmtree(site)
     tree = tree_mib(root)
     part = int((args.carry_mib - tree - args.margin_mib) * MIB)
     zstd_wheel = sorted((cache / "zstd").glob("zstandard-*.whl"))[-1]
     digits = re.sub(r"\D", "", (specs[0].split("==") + [""])[1])[:3]
     meta = {"specs": specs, "site": args.site or f"/tmp/vllm-site-{digits or tag}",
-            "sha256": hashlib.sha256(archive.read_bytes()).hexdigest(), "versions": versions,
+            "sha256": hashlib.file_digest(archive.open("rb"), "sha256").hexdigest(), "versions": versions,
             "pruned": pruned, "with_nvidia": sorted(with_nvidia)}
     n = write_chunks(archive, out, part, [zstd_wheel], meta)
     size = archive.stat().st_size / MIB
