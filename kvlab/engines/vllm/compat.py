@@ -285,9 +285,13 @@ def kv_cache_groups(vllm_config, kv_cache_spec: dict) -> list:
     """vLLM's KV cache groups of a worker's layer specs (KVCacheGroupSpec: ``layer_names``, ``kv_cache_spec``),
     as its KV sizing will form them: hybrid models get one group per attention type (and per run of
     layers), with pages unified to one size. Called on a copy: vLLM may rewrite the specs it is given.
-    (checked: cpu 0.32; the same function and signature in GPU 0.24, kv_cache_utils.get_kv_cache_groups)
+    (checked: cpu 0.32; the same function and signature in GPU 0.24, kv_cache_utils.get_kv_cache_groups;
+    GPU 0.33 moved it to kv_cache_planning)
     """
-    from vllm.v1.core.kv_cache_utils import get_kv_cache_groups
+    try:
+        from vllm.v1.core.kv_cache_planning import get_kv_cache_groups
+    except ImportError:
+        from vllm.v1.core.kv_cache_utils import get_kv_cache_groups
 
     return get_kv_cache_groups(vllm_config, dict(kv_cache_spec))
 
