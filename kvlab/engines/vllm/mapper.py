@@ -56,9 +56,9 @@ class _ArenaAllocation(TorchFunctionMode):
 
 
 class WorkerMapper:
-    def __init__(self, settings: ElasticSettings, kv_cache_config, device: torch.device):
+    def __init__(self, settings: ElasticSettings, kv_cache_config, device: torch.device, model_type: str = "?"):
         self.settings = settings
-        self.geometry = ChunkGeometry.from_kv_cache_config(kv_cache_config, settings.page_size)
+        self.geometry = ChunkGeometry.from_kv_cache_config(kv_cache_config, settings.page_size, model_type)
         self.geometry.require_aligned()
         page = settings.page_size
         self.pending = compat.kv_buffer_sizes(kv_cache_config)

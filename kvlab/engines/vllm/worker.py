@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 
 from . import compat
-from .geometry import ChunkGeometry
+from .geometry import ChunkGeometry, block_layout
 from .mapper import WorkerMapper
 from .planner import PLAN_ATTR
 from .settings import ElasticSettings
@@ -44,11 +44,11 @@ class ElasticWorkerMixin(compat.KVAllocationHook):
 
     def determine_available_memory(self) -> int:
         settings = self.kvlab_settings
+        # The groups vLLM will form (several for hybrid models): a block costs its page in each layer slot.
+        groups = compat.kv_cache_groups(self.vllm_config, self.get_kv_cache_spec())
+        block_bytes, slots = block_layout(groups, compat.model_type(self.vllm_config))
         capacity = self._kvlab_capacity()
-        sizes = {spec.page_size_bytes for spec in self.get_kv_cache_spec().values()}
-        if len(sizes) != 1:
-            raise ValueError(f"kvlab elastic memory needs layers of one KV size, this model has {sorted(sizes)}")
-        return ChunkGeometry.round_memory(capacity, sizes.pop(), len(self.get_kv_cache_spec()), settings.page_size)
+        return ChunkGeometry.round_memory(capacity, block_bytes, slots, settings.page_size)
 
     def _kvlab_kv_allocation_context(self):
         if self.kvlab_mapper is not None and self.kvlab_mapper.table is None:
@@ -57,7 +57,7 @@ class ElasticWorkerMixin(compat.KVAllocationHook):
 
     def initialize_from_config(self, kv_cache_config) -> None:
         settings = self.kvlab_settings
-        self.kvlab_mapper = WorkerMapper(settings, kv_cache_config, self.device)
+        self.kvlab_mapper = WorkerMapper(settings, kv_cache_config, self.device, compat.model_type(self.vllm_config))
         super().initialize_from_config(kv_cache_config)
         self.kvlab_mapper.bind(compat.bound_kv_caches(self), settings.engine_id)
 
