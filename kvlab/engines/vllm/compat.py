@@ -254,8 +254,14 @@ def kv_cache_groups(vllm_config, kv_cache_spec: dict) -> list:
     layers), with pages unified to one size. Called on a copy: vLLM may rewrite the specs it is given.
     (checked: cpu 0.32; the same function and signature in GPU 0.24, kv_cache_utils.get_kv_cache_groups)
     """
-    from vllm.v1.core.kv_cache_utils import get_kv_cache_groups
+    try:
+        from vllm.v1.core.kv_cache_utils import get_kv_cache_groups
+    except ImportError:  # a build that moved it: uniform models need no grouping to be sized right
+        if len(set(kv_cache_spec.values())) != 1:
+            raise
+        from vllm.v1.kv_cache_interface import KVCacheGroupSpec
 
+        return [KVCacheGroupSpec(list(kv_cache_spec), next(iter(kv_cache_spec.values())))]
     return get_kv_cache_groups(vllm_config, dict(kv_cache_spec))
 
 
