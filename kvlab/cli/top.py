@@ -36,6 +36,8 @@ def add_parser(sub) -> None:
     top.add_argument("--once", action="store_true", help="print one sample and exit")
     top.add_argument("--json", action="store_true", help="JSON instead of tables (one document per sample)")
     top.add_argument("--map-width", type=int, default=24, help="cells of the compact page map (default 24)")
+    top.add_argument("--url", default=None, help="a `kvlab serve` endpoint: show its pools, read from its "
+                                                 "event stream (remote machines too)")
 
 
 # ---- devices: NVML and /proc, never torch ---------------------------------------------------------------
@@ -105,6 +107,26 @@ class TopSampler:
 
     def close(self) -> None:
         self.devices.close()
+
+
+class Remote:
+    """The samples of a `kvlab serve` endpoint's ``/kvlab/events`` stream (same shape as TopSampler's)."""
+
+    def __init__(self, url: str, interval: float):
+        import httpx
+
+        self._cm = httpx.stream("GET", f"{url.rstrip('/')}/kvlab/events", params={"interval": interval},
+                                timeout=httpx.Timeout(30.0), trust_env=False)
+        self._lines = self._cm.__enter__().iter_lines()
+
+    def sample(self) -> dict:
+        for line in self._lines:
+            if line.startswith("data: "):
+                return json.loads(line[6:])
+        raise RegistryError("the endpoint closed its event stream")
+
+    def close(self) -> None:
+        self._cm.__exit__(None, None, None)
 
 
 # ---- rendering ----------------------------------------------------------------------------------------
@@ -206,11 +228,18 @@ def main(args: argparse.Namespace) -> int:
     if not args.interval > 0 or args.map_width < 1:
         print("kvlab top: --interval and --map-width must be positive", file=sys.stderr)
         return 2
-    sampler = TopSampler()
+    try:
+        sampler = Remote(args.url, args.interval) if args.url else TopSampler()
+    except Exception as e:  # httpx's errors: no endpoint there
+        if not args.url:
+            raise
+        print(f"kvlab top: cannot read {args.url}/kvlab/events: {e}", file=sys.stderr)
+        return 2
+    pause = (lambda _: None) if args.url else time.sleep  # the endpoint's stream sets the pace
     try:
         if args.once:
             sampler.sample()
-            time.sleep(min(args.interval, 0.5))  # a second sample, for the rates
+            pause(min(args.interval, 0.5))  # a second sample, for the rates
             snap = sampler.sample()
             if args.json:
                 print(json.dumps(snap, indent=2))
@@ -225,12 +254,12 @@ def main(args: argparse.Namespace) -> int:
         if args.json:
             while True:
                 print(json.dumps(sampler.sample()), flush=True)
-                time.sleep(args.interval)
+                pause(args.interval)
         from rich.live import Live
 
         with Live(render(sampler.sample(), args.map_width), auto_refresh=False, screen=False) as live:
             while True:
-                time.sleep(args.interval)
+                pause(args.interval)
                 live.update(render(sampler.sample(), args.map_width), refresh=True)
     except KeyboardInterrupt:
         return 0

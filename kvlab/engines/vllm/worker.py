@@ -5,7 +5,9 @@
 * the KV allocation context (``compat.KVAllocationHook``): vLLM allocates the KV buffer inside it;
   ours hands out arena views instead of zero-filled memory.
 * ``initialize_from_config``: reads the page table off the bound views, maps chunk 0.
-* ``execute_model``: applies the step's page plan before vLLM touches the batch's blocks.
+* ``execute_model``: applies the step's page plan before vLLM touches the batch's blocks; during
+  ``compile_or_warm_up_model`` it maps the blocks vLLM's own warm-up steps write (Model Runner V2),
+  unmapped again when the warm-up ends.
 * ``kvlab_stats``: for ``collective_rpc("kvlab_stats")``.
 """
 
@@ -31,6 +33,7 @@ def utilization_that_fits(wanted: float, free: int, total: int) -> float:
 
 class ElasticWorkerMixin(compat.KVAllocationHook):
     kvlab_mapper: WorkerMapper | None = None
+    _kvlab_warming = False
 
     @property
     def kvlab_settings(self) -> ElasticSettings:
@@ -59,7 +62,13 @@ class ElasticWorkerMixin(compat.KVAllocationHook):
         self.kvlab_mapper.bind(compat.bound_kv_caches(self), settings.engine_id)
 
     def compile_or_warm_up_model(self, *args, **kwargs):
-        result = super().compile_or_warm_up_model(*args, **kwargs)
+        self._kvlab_warming = True
+        try:
+            result = super().compile_or_warm_up_model(*args, **kwargs)
+        finally:
+            self._kvlab_warming = False
+            if self.kvlab_mapper is not None:
+                self.kvlab_mapper.end_warmup()
         if self.kvlab_mapper is not None:
             # Profiling and warm-up leave GBs of activations cached by torch's allocator, and the
             # sampler's workspace; an idle elastic engine should hold its weights and little else.
@@ -70,6 +79,8 @@ class ElasticWorkerMixin(compat.KVAllocationHook):
         plan = getattr(scheduler_output, PLAN_ATTR, None)
         if plan is not None and self.kvlab_mapper is not None:
             self.kvlab_mapper.apply(plan)
+        elif self._kvlab_warming and self.kvlab_mapper is not None:
+            self.kvlab_mapper.map_for_warmup(compat.blocks_named_by(scheduler_output))
         return super().execute_model(scheduler_output, *args, **kwargs)
 
     def kvlab_stats(self) -> dict:
