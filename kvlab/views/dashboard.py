@@ -29,7 +29,7 @@ from .controls import LimitControl
 from .latency import LatencyView
 from kvlab.registry import PageState
 
-from .pagemap import PageMap
+from .pagemap import MAX_STATE, PageMap
 from .timeline import MemoryTimeline
 
 log = logging.getLogger("kvlab.views")
@@ -44,6 +44,7 @@ def _page_lut() -> np.ndarray:
     lut = np.full(256, PageState.MAPPED, np.uint8)
     for state in PageState:
         lut[state] = state
+    lut[PageState.USED:MAX_STATE + 1] = np.arange(PageState.USED, MAX_STATE + 1)  # in use by KV cache group g
     return lut
 
 

@@ -291,8 +291,16 @@ def kv_cache_groups(vllm_config, kv_cache_spec: dict) -> list:
     try:
         from vllm.v1.core.kv_cache_planning import get_kv_cache_groups
     except ImportError:
-        from vllm.v1.core.kv_cache_utils import get_kv_cache_groups
+        try:
+            from vllm.v1.core.kv_cache_utils import get_kv_cache_groups
+        except ImportError:  # a build that moved it again: uniform models need no grouping to be sized right
+            if len(set(kv_cache_spec.values())) != 1:
+                raise
+            from vllm.v1.kv_cache_interface import KVCacheGroupSpec
 
+            return [KVCacheGroupSpec(list(kv_cache_spec), next(iter(kv_cache_spec.values())))]
+
+        return [KVCacheGroupSpec(list(kv_cache_spec), next(iter(kv_cache_spec.values())))]
     return get_kv_cache_groups(vllm_config, dict(kv_cache_spec))
 
 
