@@ -138,8 +138,18 @@ def page_map(pages: str, width: int) -> str:
     states = np.frombuffer(pages.encode("ascii"), dtype=np.uint8) - ord("0")
     cells = min(width, len(states))
     edges = np.linspace(0, len(states), cells + 1).astype(int)
-    busiest = np.maximum.reduceat(states, edges[:-1])
+    busiest = np.minimum(np.maximum.reduceat(states, edges[:-1]), PageState.USED)  # any group's page is in use
     return "".join(PAGE_CHARS.get(int(s), "?") for s in busiest)
+
+
+def used_text(p: dict) -> str:
+    """Bytes in use; for hybrid models (pages marked USED + group) also the pages each KV cache group holds."""
+    states = np.frombuffer(p["pages"].encode("ascii"), dtype=np.uint8) - ord("0")
+    groups = np.bincount(states[states >= PageState.USED] - PageState.USED) if len(states) else []
+    text = format_size(p["used"])
+    if len(groups) > 1:
+        text += " (" + " ".join(f"g{g}:{int(n)}p" for g, n in enumerate(groups)) + ")"
+    return text
 
 
 def bar(pool: dict, width: int = 24) -> str:
@@ -207,7 +217,7 @@ def _device_table(key: str, dev: dict | None, pools: list[dict], map_width: int)
         t.add_column(col, no_wrap=True, overflow="ellipsis")
     for p in sorted(pools, key=lambda p: p["name"]):
         t.add_row(p["name"], short_model(p["model"])[:20], _pid(p), bar(p, 16),
-                  format_size(p["used"]), format_size(p["mapped"]), _limit(p), format_size(p["min"]),
+                  used_text(p), format_size(p["mapped"]), _limit(p), format_size(p["min"]),
                   page_map(p["pages"], map_width), _rate(p["map_rate"]), _rate(p["unmap_rate"]))
     return t
 
