@@ -1,8 +1,9 @@
-"""The ``vllm.general_plugins`` entry point: turns ``KVLAB_ELASTIC=1`` into an elastic engine config.
+"""The ``vllm.general_plugins`` entry point: turns elastic settings into an elastic engine config.
 
 vLLM calls ``register()`` once in every process it starts (the API server, the engine core, each
 worker) before it builds or uses a config. ``register`` wraps ``EngineArgs.create_engine_config``
-once; the wrapper reads the settings for each engine it builds. With elastic memory off it returns
+once; the wrapper reads the settings for each engine it builds (settings.py: the engine's
+``additional_config["kvlab"]``, else ``KVLAB_ELASTIC=1`` and the other ``KVLAB_*`` variables). With elastic memory off it returns
 vLLM's config untouched, so vLLM behaves as stock. With it on it
 
 * checks the vLLM version (a clear error outside the supported range),
@@ -15,7 +16,9 @@ from __future__ import annotations
 
 import logging
 
-from .settings import CONFIG_KEY, ElasticSettings
+from kvlab.settings import ElasticSettings
+
+from .settings import CONFIG_KEY, for_engine_args
 
 logger = logging.getLogger("vllm.kvlab")  # under vLLM's logger, so its handlers print it
 
@@ -24,12 +27,6 @@ WORKERS = {"cpu": f"{_PKG}.worker_cpu.ElasticCPUWorker", "cuda": f"{_PKG}.worker
 STOCK_WORKERS = {"cpu": "vllm.v1.worker.cpu_worker.CPUWorker", "cuda": "vllm.v1.worker.gpu_worker.Worker"}
 SCHEDULERS = {False: f"{_PKG}.scheduler.ElasticScheduler", True: f"{_PKG}.scheduler.ElasticAsyncScheduler"}
 STOCK_SCHEDULERS = (None, "vllm.v1.core.sched.scheduler.Scheduler", "vllm.v1.core.sched.async_scheduler.AsyncScheduler")
-
-
-def settings_for(engine_args) -> ElasticSettings:
-    """Environment settings with the engine's ``additional_config["kvlab"]`` applied on top."""
-    extra = getattr(engine_args, "additional_config", None) or {}
-    return ElasticSettings.from_env().merged(extra.get(CONFIG_KEY) if isinstance(extra, dict) else None)
 
 
 def make_elastic(vllm_config, settings: ElasticSettings) -> None:
@@ -67,7 +64,7 @@ _original_create_engine_config = None
 
 def _create_engine_config(engine_args, *args, **kwargs):
     """EngineArgs.create_engine_config, made elastic when the settings say so."""
-    settings = settings_for(engine_args)
+    settings = for_engine_args(engine_args)
     if settings.elastic:
         from . import versions
 
