@@ -61,13 +61,19 @@ def test_the_rules_of_other_layers_are_theirs():
 
 
 def test_an_engine_process_parses_its_settings_once():
-    from kvlab.engines.vllm.settings import for_engine_args, from_vllm_config
+    from kvlab.engines.vllm.settings import carry, for_engine_args, from_vllm_config
 
     data = ElasticSettings(limit="1G").with_engine_id().to_dict()
     config = SimpleNamespace(additional_config={"kvlab": data})
     first = from_vllm_config(config)
     assert first.limit == GiB and from_vllm_config(SimpleNamespace(additional_config={"kvlab": dict(data)})) is first
     assert not from_vllm_config(SimpleNamespace(additional_config={})).elastic
+    # the process that builds the config keeps what it parsed; the others get it serialized
+    built = SimpleNamespace(additional_config={"other": 1})
+    carry(built, ElasticSettings(reserve="8M"))
+    mine = from_vllm_config(built)
+    assert mine.reserve == 8 * MiB and mine.engine_id and from_vllm_config(built) is mine
+    assert ElasticSettings.from_dict(built.additional_config["kvlab"]) == mine and built.additional_config["other"] == 1
     # the serialized object replaces the environment's settings; without one the environment counts
     assert for_engine_args(SimpleNamespace(additional_config={"kvlab": {"limit": "3G"}})).limit == 3 * GiB
 

@@ -20,7 +20,7 @@ from kvlab.settings import ElasticSettings
 
 from . import compat
 from .compat import STOCK_SCHEDULERS, STOCK_WORKERS
-from .settings import CONFIG_KEY, for_engine_args
+from .settings import carry, for_engine_args
 
 logger = logging.getLogger("vllm.kvlab")  # under vLLM's logger, so its handlers print it
 
@@ -49,10 +49,7 @@ def make_elastic(vllm_config, settings: ElasticSettings) -> None:
                        "will refuse to start")
     parallel.worker_cls = WORKERS[device]
     sched.scheduler_cls = SCHEDULERS[bool(getattr(sched, "async_scheduling", False))]
-    extra = vllm_config.additional_config
-    if not isinstance(extra, dict):
-        raise ValueError("kvlab needs additional_config to be a dict to carry its settings")
-    extra[CONFIG_KEY] = settings.with_engine_id().to_dict()
+    carry(vllm_config, settings)
     logger.info("kvlab: elastic KV memory on (page %d KiB, limit %s, reserve %d MiB)", settings.page_size >> 10,
                 "none" if settings.limit is None else f"{settings.limit >> 20} MiB", settings.reserve >> 20)
 

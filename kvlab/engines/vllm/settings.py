@@ -30,6 +30,17 @@ def for_engine_args(engine_args) -> ElasticSettings:
     return ElasticSettings.from_dict(data) if data is not None else ElasticSettings.from_env()
 
 
+def carry(vllm_config, settings: ElasticSettings) -> None:
+    """Put ``settings`` (with an engine_id) into the engine's config, for its other processes; this process
+    has parsed them already, so it keeps them."""
+    extra = vllm_config.additional_config
+    if not isinstance(extra, dict):
+        raise ValueError("kvlab needs additional_config to be a dict to carry its settings")
+    settings = settings.with_engine_id()
+    extra[CONFIG_KEY] = settings.to_dict()
+    _parsed[settings.engine_id] = settings
+
+
 def from_vllm_config(vllm_config) -> ElasticSettings:
     """The settings an engine was built with (elastic=False when kvlab did not touch it); parsed once per process."""
     data = _carried(vllm_config)
