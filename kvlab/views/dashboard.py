@@ -29,7 +29,7 @@ from .controls import LimitControl
 from .latency import LatencyView
 from kvlab.registry import PageState
 
-from .pagemap import PageMap
+from .pagemap import MAX_STATE, PageMap
 from .timeline import MemoryTimeline
 
 log = logging.getLogger("kvlab.views")
@@ -42,8 +42,7 @@ _running: "weakref.WeakSet[Dashboard]" = weakref.WeakSet()
 def _page_lut() -> np.ndarray:
     # A state this kvlab does not know (a newer engine's) is drawn as mapped: it holds memory.
     lut = np.full(256, PageState.MAPPED, np.uint8)
-    for state in PageState:
-        lut[state] = state
+    lut[:MAX_STATE + 1] = np.arange(MAX_STATE + 1)  # USED + g: in use by KV cache group g (hybrid models)
     return lut
 
 

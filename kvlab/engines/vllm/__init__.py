@@ -14,7 +14,8 @@ Design: docs/design/vllm-integration.md.
 
 from kvlab.settings import ElasticSettings
 
+from .geometry import UnsupportedModel
 from .plugin import register
 from .versions import SUPPORTED, UnsupportedVLLM
 
-__all__ = ["register", "ElasticSettings", "SUPPORTED", "UnsupportedVLLM"]
+__all__ = ["register", "ElasticSettings", "SUPPORTED", "UnsupportedVLLM", "UnsupportedModel"]
