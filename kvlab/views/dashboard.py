@@ -1,6 +1,6 @@
 """Dashboard: pages, memory over time, latency and limit controls for a Server, a Fleet or a list of servers.
 
->>> dash = server.watch()                 # or Dashboard(fleet); displays as an ipywidgets VBox
+>>> dash = kvlab.views.watch(server)      # or Dashboard(fleet); displays as an ipywidgets VBox
 >>> run_workload(bursty(3, 8, pause=2), server, on_record=dash.record, telemetry=dash.telemetry)
 >>> dash.stop()                           # stops the Telemetry it made; the last picture stays
 >>> dash.close()                          # ... and removes the dashboard
@@ -34,7 +34,7 @@ from .timeline import MemoryTimeline
 
 log = logging.getLogger("kvlab.views")
 TOTALS = ("auto", "device", "capacity", None)
-# Dashboards that run their own Telemetry. Re-running a `dash = server.watch()` cell must not leave the
+# Dashboards that run their own Telemetry. Re-running a `dash = views.watch(server)` cell must not leave the
 # old one sampling (and polling the engine's /metrics, which slows a busy CPU engine) for ever.
 _running: "weakref.WeakSet[Dashboard]" = weakref.WeakSet()
 
@@ -42,9 +42,7 @@ _running: "weakref.WeakSet[Dashboard]" = weakref.WeakSet()
 def _page_lut() -> np.ndarray:
     # A state this kvlab does not know (a newer engine's) is drawn as mapped: it holds memory.
     lut = np.full(256, PageState.MAPPED, np.uint8)
-    for state in PageState:
-        lut[state] = state
-    lut[PageState.USED:MAX_STATE + 1] = np.arange(PageState.USED, MAX_STATE + 1)  # in use by KV cache group g
+    lut[:MAX_STATE + 1] = np.arange(MAX_STATE + 1)  # USED + g: in use by KV cache group g (hybrid models)
     return lut
 
 

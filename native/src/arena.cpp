@@ -27,10 +27,6 @@ std::string mib(size_t bytes) { return std::to_string(bytes >> 20) + " MiB"; }
 Arena::Arena(std::shared_ptr<PagePool> pool, size_t capacity)
     : pool_(std::move(pool)), backend_(pool_->backend()), capacity_(capacity), page_size_(pool_->page_size()) {
     if (capacity == 0) fail(ErrorKind::InvalidArgument, "capacity must be positive");
-    if (page_size_ == 0 || page_size_ % backend_->granularity() != 0)
-        fail(ErrorKind::InvalidArgument, "page size " + std::to_string(page_size_) + " is not a multiple of the " +
-                                             backend_->device() + " granularity " +
-                                             std::to_string(backend_->granularity()));
     if (capacity % page_size_ != 0)
         fail(ErrorKind::InvalidArgument, "capacity " + std::to_string(capacity) + " is not a multiple of the page size " +
                                              std::to_string(page_size_));

@@ -111,12 +111,7 @@ NB_MODULE(_native, m) {
     nb::class_<Arena>(m, "Arena")
         .def("__init__",
              [](Arena *self, const std::string &backend, int ordinal, size_t capacity, size_t page_size) {
-                 auto b = backend_for(backend, ordinal);
-                 if (page_size == 0 || page_size % b->granularity() != 0)
-                     fail(ErrorKind::InvalidArgument, "page size " + std::to_string(page_size) +
-                                                          " is not a multiple of the " + b->device() +
-                                                          " granularity " + std::to_string(b->granularity()));
-                 new (self) Arena(pool_for(b, page_size), capacity);
+                 new (self) Arena(pool_for(backend_for(backend, ordinal), page_size), capacity);
              })
         .def("map", [](Arena &a, Pages p) { return a.map(p.data(), p.shape(0)); },
              nb::call_guard<nb::gil_scoped_release>())

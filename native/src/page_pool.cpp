@@ -10,8 +10,14 @@ namespace kvlab {
 
 constexpr size_t kDefaultMaxFree = 32;  // 64 MiB of 2 MiB pages: absorbs bursts, cheap at idle
 
+// The one check of the page size against the device's mapping granularity: every page size enters the
+// native core here (an Arena gets its pages from a pool), before pool_for caches the pool.
 PagePool::PagePool(std::shared_ptr<Backend> backend, size_t page_size, size_t max_free)
     : backend_(std::move(backend)), page_size_(page_size) {
+    if (page_size_ == 0 || page_size_ % backend_->granularity() != 0)
+        fail(ErrorKind::InvalidArgument, "page size " + std::to_string(page_size_) + " is not a multiple of the " +
+                                             backend_->device() + " granularity " +
+                                             std::to_string(backend_->granularity()));
     c_.max_free = max_free;
 }
 

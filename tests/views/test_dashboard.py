@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("anywidget")
+from kvlab import views  # noqa: E402
 from kvlab.registry import PageState, Publisher  # noqa: E402
 from tests.waiting import wait_for  # noqa: E402
 
@@ -183,14 +184,14 @@ def test_watch_and_dashboard_methods(cap, coalescer, servers, pools):
     from kvlab.lab import Fleet
     from kvlab.views import Dashboard
 
-    d = servers[0].watch(interval=0.05, coalescer=coalescer)
+    d = views.watch(servers[0], interval=0.05, coalescer=coalescer)
     try:
         assert isinstance(d, Dashboard) and [s.name for s in d.servers] == ["alpha"]
         assert list(d.controls) == [servers[0].pool_name]
     finally:
         d.close()
     fleet = Fleet(servers, start=False)
-    d = fleet.dashboard(interval=0.05, controls=False, coalescer=coalescer)
+    d = views.dashboard(fleet, interval=0.05, controls=False, coalescer=coalescer)
     try:
         assert [s.name for s in d.servers] == ["alpha", "beta"] and not d.controls
         publish(pools[1], 1, 1)
@@ -296,11 +297,11 @@ def test_a_restarted_pool_comes_back_under_its_name(cap, coalescer, dash, pools,
 
 
 def test_watching_again_stops_the_previous_dashboard(cap, coalescer, servers, pools):
-    """Re-running a `dash = server.watch()` cell must not leave the old Telemetry sampling for ever."""
+    """Re-running a `dash = views.watch(server)` cell must not leave the old Telemetry sampling for ever."""
     from kvlab.views import Dashboard
 
     first = Dashboard(servers, interval=0.05, coalescer=coalescer)
-    other = servers[0].watch(interval=0.05, coalescer=coalescer)  # other servers: left alone
+    other = views.watch(servers[0], interval=0.05, coalescer=coalescer)  # other servers: left alone
     second = Dashboard(list(reversed(servers)), interval=0.05, coalescer=coalescer)
     try:
         assert not first.telemetry.running and "newer dashboard" in first.header.value

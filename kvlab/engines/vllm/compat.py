@@ -299,8 +299,6 @@ def kv_cache_groups(vllm_config, kv_cache_spec: dict) -> list:
             from vllm.v1.kv_cache_interface import KVCacheGroupSpec
 
             return [KVCacheGroupSpec(list(kv_cache_spec), next(iter(kv_cache_spec.values())))]
-
-        return [KVCacheGroupSpec(list(kv_cache_spec), next(iter(kv_cache_spec.values())))]
     return get_kv_cache_groups(vllm_config, dict(kv_cache_spec))
 
 

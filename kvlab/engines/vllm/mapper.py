@@ -20,12 +20,12 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from kvlab.memory import Arena, KvlabMemoryError
+from kvlab.settings import ElasticSettings
 
 from . import compat
 from .geometry import ChunkGeometry
 from .layout import page_table
 from .planner import PagePlan
-from .settings import ElasticSettings
 
 logger = logging.getLogger("vllm.kvlab")  # under vLLM's logger, so its handlers print it
 

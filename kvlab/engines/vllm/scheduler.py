@@ -34,7 +34,7 @@ from .free_queue import ElasticFreeQueue
 from .geometry import ChunkGeometry
 from .planner import PLAN_ATTR, ChunkPlanner
 from .pool_record import PoolRecord, served_model
-from .settings import ElasticSettings
+from .settings import from_vllm_config
 from .watcher import PoolWatcher
 
 logger = logging.getLogger("vllm.kvlab")  # under vLLM's logger, so its handlers print it
@@ -66,7 +66,7 @@ class ElasticSchedulerMixin:
 
     def __init__(self, vllm_config, kv_cache_config, *args, **kwargs):
         super().__init__(vllm_config, kv_cache_config, *args, **kwargs)
-        self.kvlab_settings = ElasticSettings.from_vllm_config(vllm_config)
+        self.kvlab_settings = from_vllm_config(vllm_config)
         geo = ChunkGeometry.from_kv_cache_config(kv_cache_config, self.kvlab_settings.page_size,
                                                  compat.model_type(vllm_config))
         geo.require_aligned()

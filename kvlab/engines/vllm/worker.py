@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import math
 
+from kvlab.settings import ElasticSettings
+
 from . import compat
 from .geometry import ChunkGeometry, block_layout
 from .mapper import WorkerMapper
 from .planner import PLAN_ATTR
-from .settings import ElasticSettings
+from .settings import from_vllm_config
 
 
 def utilization_that_fits(wanted: float, free: int, total: int) -> float:
@@ -37,7 +39,7 @@ class ElasticWorkerMixin(compat.KVAllocationHook):
 
     @property
     def kvlab_settings(self) -> ElasticSettings:
-        return ElasticSettings.from_vllm_config(self.vllm_config)
+        return from_vllm_config(self.vllm_config)
 
     def _kvlab_capacity(self) -> int:
         raise NotImplementedError
