@@ -25,6 +25,7 @@ from kvlab.memory import Arena, KvlabMemoryError
 from .geometry import ChunkGeometry
 from .layout import page_table
 from .planner import PagePlan
+from .ranks import MapFailure, RankMapError, agree
 from .settings import ElasticSettings
 
 logger = logging.getLogger("vllm.kvlab")  # under vLLM's logger, so its handlers print it
@@ -123,6 +124,37 @@ class WorkerMapper:
     def apply(self, plan: PagePlan) -> None:
         with self._apply_lock:
             self._apply(plan)
+
+    def apply_agreed(self, plan: PagePlan, group) -> MapFailure | None:
+        """Apply ``plan`` on this rank and agree with the other ranks (``ranks.agree``; ``group`` as there).
+
+        Returns None when every rank applied it. Otherwise every rank has undone this plan's maps (its
+        unmaps stand: every rank made them) and the lowest failing rank's MapFailure is returned, for the
+        step to end without a forward pass. A failure that is not a refused map raises RankMapError on
+        every rank: its state is unknown, the engine must stop.
+        """
+        rank, ranks = (0, 1) if group is None else group[:2]
+        with self._apply_lock:
+            mapped_before = self.chunks_mapped
+            try:
+                self._apply(plan)
+                local = None
+            except KvlabMemoryError as e:  # the arena rolled this call back: nothing of plan.map is mapped
+                local = MapFailure(rank, ranks, plan.seq, plan.map, str(e.__cause__ or e))
+            except Exception as e:  # noqa: BLE001 - the peers must hear of it, or they wait forever
+                local = MapFailure(rank, ranks, plan.seq, plan.map, f"{type(e).__name__}: {e}", recoverable=False)
+            failure = agree(local, group)
+            if failure is None:
+                return None
+            if local is None and plan.map and self.chunks_mapped > mapped_before:
+                self.arena.unmap(self._pages(plan.map))  # a peer failed: undo ours, so no rank is half-mapped
+                self.chunks_mapped -= len(plan.map)
+                self.arena.pool.trim(0)
+            if not failure.recoverable:
+                raise RankMapError(failure)
+            logger.warning("kvlab: %s; this rank undid the plan's maps, the step runs no forward pass",
+                           failure.describe())
+            return failure
 
     def _apply(self, plan: PagePlan) -> None:
         if self.closed or self.table is None:

@@ -5,7 +5,10 @@
 * ``_maybe_get_memory_pool_context("kv_cache")``: vLLM allocates the KV buffer inside it; ours hands
   out arena views instead of zero-filled memory.
 * ``initialize_from_config``: reads the page table off the bound views, maps chunk 0.
-* ``execute_model``: applies the step's page plan before vLLM touches the batch's blocks.
+* ``execute_model``: applies the step's page plan before vLLM touches the batch's blocks; with several
+  ranks, they agree on the outcome first (ranks.py). When a rank could not map, no rank runs the
+  forward pass: vLLM's runner only updates its request states, and the step returns an empty output
+  carrying the MapFailure, which the scheduler turns into a scheduling miss.
 * ``kvlab_stats``: for ``collective_rpc("kvlab_stats")``.
 """
 
@@ -13,9 +16,11 @@ from __future__ import annotations
 
 import math
 
+from . import compat
 from .geometry import ChunkGeometry
 from .mapper import WorkerMapper
 from .planner import PLAN_ATTR
+from .ranks import FAILURE_ATTR
 from .settings import ElasticSettings
 
 
@@ -68,7 +73,12 @@ class ElasticWorkerMixin:
     def execute_model(self, scheduler_output, *args, **kwargs):
         plan = getattr(scheduler_output, PLAN_ATTR, None)
         if plan is not None and self.kvlab_mapper is not None:
-            self.kvlab_mapper.apply(plan)
+            failure = self.kvlab_mapper.apply_agreed(plan, compat.world_cpu_group())
+            if failure is not None:
+                super().execute_model(compat.state_only(scheduler_output), *args, **kwargs)
+                output = compat.empty_runner_output()
+                setattr(output, FAILURE_ATTR, failure)
+                return output
         return super().execute_model(scheduler_output, *args, **kwargs)
 
     def kvlab_stats(self) -> dict:
