@@ -80,6 +80,7 @@ class WorkerMapper:
         self.closed = False
         self.is_cuda = device.type == "cuda"
         self.plans_applied = 0
+        self.misses = 0  # plans any rank failed to map (and every rank undid)
         self.chunks_mapped = self.chunks_unmapped = 0
         self.peak_mapped_bytes = 0
         # In-process engines may apply an idle release from the scheduler's watcher thread while the
@@ -152,6 +153,7 @@ class WorkerMapper:
                 self.arena.pool.trim(0)
             if not failure.recoverable:
                 raise RankMapError(failure)
+            self.misses += 1
             logger.warning("kvlab: %s; this rank undid the plan's maps, the step runs no forward pass",
                            failure.describe())
             return failure
@@ -196,12 +198,21 @@ class WorkerMapper:
              "pid": os.getpid(), "device": str(self.arena.device), "chunk_bytes": self.geometry.chunk_bytes,
              "chunks": self.geometry.num_chunks, "plans_applied": self.plans_applied,
              "chunks_mapped": self.chunks_mapped, "chunks_unmapped": self.chunks_unmapped,
-             "peak_mapped_bytes": self.peak_mapped_bytes}
+             "peak_mapped_bytes": self.peak_mapped_bytes, **self._chunk_states()}
         if self.is_cuda:
             dev = self.arena.device.index
             s["torch_allocated"] = torch.cuda.memory_allocated(dev)
             s["torch_reserved"] = torch.cuda.memory_reserved(dev)
         return s
+
+    def _chunk_states(self) -> dict:
+        """Chunks whose pages are all mapped, and any only partly mapped (never, if plans are all-or-nothing)."""
+        if self.table is None:
+            return {"mapped_chunks": [], "partial_chunks": []}
+        per_chunk = np.asarray(self.arena.mapped, dtype=bool)[self.table].sum(axis=1)
+        full = self.table.shape[1]
+        return {"mapped_chunks": np.flatnonzero(per_chunk == full).tolist(),
+                "partial_chunks": np.flatnonzero((per_chunk > 0) & (per_chunk < full)).tolist()}
 
     def close(self) -> None:
         if not self.closed:

@@ -16,6 +16,8 @@ from kvlab.memory import KvlabMemoryError
 
 # The ModelRunnerOutput attribute that carries a MapFailure from the workers to the scheduler.
 FAILURE_ATTR = "kvlab_map_failure"
+# The SchedulerOutput attribute that says how many misses the scheduler had handled when it made the step.
+MISSES_ATTR = "kvlab_misses"
 
 
 @dataclass(frozen=True)

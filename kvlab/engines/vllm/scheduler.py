@@ -38,7 +38,7 @@ from .free_queue import ElasticFreeQueue
 from .geometry import ChunkGeometry
 from .planner import PLAN_ATTR, ChunkPlanner
 from .pool_record import PoolRecord, served_model
-from .ranks import FAILURE_ATTR, MapFailure
+from .ranks import FAILURE_ATTR, MISSES_ATTR, MapFailure
 from .settings import ElasticSettings
 from .watcher import PoolWatcher
 
@@ -131,7 +131,8 @@ class ElasticSchedulerMixin:
         self._kvlab_wake_pending = False
         self._kvlab_start_pool(vllm_config, geo)
         logger.info("kvlab: elastic KV cache, %d chunks of %d blocks (%.1f MiB each), budget %d chunks, "
-                    "reserve %d chunks (%s), pool %s", geo.num_chunks, geo.blocks_per_chunk, self.kvlab_planner.chunk_bytes / 2**20,
+                    "reserve %d chunks (%s), pool %s", geo.num_chunks, geo.blocks_per_chunk,
+                    self.kvlab_planner.chunk_bytes / 2**20,
                     self.kvlab_planner.budget_chunks, self.kvlab_planner.reserve_chunks,
                     "kept while idle" if s.idle_release is None else f"released after {s.idle_release:g} s idle",
                     self.kvlab_pool.name)
@@ -223,6 +224,7 @@ class ElasticSchedulerMixin:
             self._kvlab_begin()  # before vLLM schedules: a lower limit must bind before this step grows
             out = super().schedule(*args, **kwargs)
             setattr(out, PLAN_ATTR, self._kvlab_finish(idle=not self.has_unfinished_requests()))
+            setattr(out, MISSES_ATTR, len(self.kvlab_misses))
             return out
 
     def _kvlab_map_missed(self, failure: MapFailure) -> None:
