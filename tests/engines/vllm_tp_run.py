@@ -73,7 +73,7 @@ def main() -> None:
     import kvlab.engines.vllm as kv
 
     kv.register()  # what the vllm.general_plugins entry point does in every vLLM process
-    extra = {"kvlab": {"elastic": True, "idle_release": GRACE}} if args.elastic else None
+    extra = {"kvlab": {"elastic": True, "idle_release": GRACE}} if args.elastic else {}
     started = time.monotonic()
     llm = LLM(model=args.model, enforce_eager=True, dtype="float32", kv_cache_memory_bytes=KV_BYTES,
               tensor_parallel_size=TP, max_model_len=8192, seed=0, max_num_seqs=8, block_size=128,
