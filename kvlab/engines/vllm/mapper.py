@@ -154,7 +154,7 @@ class WorkerMapper:
             if not failure.recoverable:
                 raise RankMapError(failure)
             self.misses += 1
-            logger.warning("kvlab: %s; this rank undid the plan's maps, the step runs no forward pass",
+            logger.warning("kvlab: %s; every rank undid the plan's maps, none runs this step's forward pass",
                            failure.describe())
             return failure
 
