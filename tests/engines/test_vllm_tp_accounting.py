@@ -12,6 +12,7 @@ pytest.importorskip("vllm")
 
 from kvlab import limits, registry  # noqa: E402
 from kvlab.engines.vllm.geometry import ChunkGeometry  # noqa: E402
+from kvlab.meminfo import MemoryReading  # noqa: E402
 from kvlab.engines.vllm.planner import ChunkPlanner  # noqa: E402
 from kvlab.engines.vllm.pool_record import PoolRecord  # noqa: E402
 from kvlab.engines.vllm.scheduler import _budget_chunks  # noqa: E402
@@ -58,8 +59,9 @@ def test_the_device_rule_counts_a_chunk_on_one_device():
     for device_chunk, expected in ((16 * MiB, 1 + 4), (8 * MiB, 1 + 8)):
         planner = ChunkPlanner(GEO.num_chunks, GEO.blocks_per_chunk, GEO.chunk_bytes * RANKS)
         fake = types.SimpleNamespace(name="x", min=0)
-        w = PoolWatcher(fake, planner, lambda: None, probe=lambda: (64 * MiB + 10 * MiB, 1 << 40), device="cpu",
-                        device_uuid="", headroom_spec="10MiB", is_cuda=False, device_chunk_bytes=device_chunk)
+        w = PoolWatcher(fake, planner, lambda: None, probe=lambda: MemoryReading(1 << 40, 0, 74 * MiB),
+                        device="cpu", device_uuid="", headroom_spec="10MiB", is_cuda=False,
+                        device_chunk_bytes=device_chunk)
         w._scanned = float("inf")  # no registry scan for other pools' guarantees
         w.measure()
         assert planner.device_cap == expected  # chunk 0 + 64 MiB of room in chunks of that size
