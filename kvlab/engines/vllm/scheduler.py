@@ -106,7 +106,7 @@ class ElasticSchedulerMixin:
     def _kvlab_start_pool(self, vllm_config, geo: ChunkGeometry) -> None:
         s, planner = self.kvlab_settings, self.kvlab_planner
         device, uuid, probe = headroom.device_probe(vllm_config.device_config.device_type)
-        limit = None if s.limit is None else planner.budget_chunks * geo.chunk_bytes
+        limit = None if s.limit is None else planner.budget_chunks * planner.chunk_bytes
         try:
             self.kvlab_pool = PoolRecord(planner, model=served_model(vllm_config), page_size=s.page_size,
                                          name=s.pool_name, device=device, device_uuid=uuid, limit=limit,
@@ -140,9 +140,9 @@ class ElasticSchedulerMixin:
         geo, planner = self.kvlab_geometry, self.kvlab_planner
         budget = _budget_chunks(ctl.limit, geo, self._kvlab_vllm_config, planner.chunk_bytes)
         planner.budget_chunks = budget
-        pool.applied(ctl, None if budget is None else planner.budget_chunks * geo.chunk_bytes, ctl.min)
+        pool.applied(ctl, None if budget is None else planner.budget_chunks * planner.chunk_bytes, ctl.min)
         logger.info("kvlab: pool %s limit %s, min %d MiB (control revision %d)", pool.name,
-                    "none" if budget is None else f"{planner.budget_chunks * geo.chunk_bytes >> 20} MiB",
+                    "none" if budget is None else f"{planner.budget_chunks * planner.chunk_bytes >> 20} MiB",
                     ctl.min >> 20, ctl.revision)
 
     def has_requests(self) -> bool:
