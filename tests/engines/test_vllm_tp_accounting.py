@@ -24,15 +24,18 @@ MiB = 1 << 20
 GEO = ChunkGeometry(page_size=2 * MiB, block_bytes=64 << 10, num_layers=4, num_blocks=32 * 32)
 CONFIG = types.SimpleNamespace(model_config=types.SimpleNamespace(max_model_len=4096),
                                cache_config=types.SimpleNamespace(block_size=128))
+# One full-attention group: a 4096-token request holds 32 blocks of 64 KiB (per layer, per rank).
+_SPEC = types.SimpleNamespace(page_size_bytes=64 << 10, max_memory_usage_bytes=lambda config: 32 * (64 << 10))
+KV_CONFIG = types.SimpleNamespace(kv_cache_groups=[types.SimpleNamespace(layer_names=["l0"], kv_cache_spec=_SPEC)])
 RANKS = 2
 
 
 def test_limits_are_engine_bytes_applied_across_ranks():
     engine_chunk = GEO.chunk_bytes * RANKS
     assert GEO.chunk_bytes == 8 * MiB and engine_chunk == 16 * MiB
-    assert _budget_chunks(96 * MiB, GEO, CONFIG, engine_chunk) == 6  # 6 chunks: 48 MiB on each rank
-    assert _budget_chunks(100 * MiB, GEO, CONFIG, engine_chunk) == 6  # whole chunks of the engine
-    assert _budget_chunks(16 * MiB, GEO, CONFIG, engine_chunk) == 3   # raised to one 4096-token request
+    assert _budget_chunks(96 * MiB, GEO, CONFIG, KV_CONFIG, engine_chunk) == 6  # 6 chunks: 48 MiB on each rank
+    assert _budget_chunks(100 * MiB, GEO, CONFIG, KV_CONFIG, engine_chunk) == 6  # whole chunks of the engine
+    assert _budget_chunks(16 * MiB, GEO, CONFIG, KV_CONFIG, engine_chunk) == 3   # raised to one 4096-token request
 
 
 def test_one_record_per_engine_with_its_ranks_and_a_limit_over_all_of_them(root):
@@ -48,7 +51,8 @@ def test_one_record_per_engine_with_its_ranks_and_a_limit_over_all_of_them(root)
         assert rec.rank_mapped == [32 * MiB, 32 * MiB] and rec.n_pages == 32 * 8  # a chunk: 4 pages per rank
         limits.set_limit("tp", "96MiB")  # asked for the engine, as `kvlab ctl limit tp 96MiB`
         ctl = record.pending_control()
-        assert _budget_chunks(ctl.limit, GEO, CONFIG, planner.chunk_bytes) * GEO.chunk_bytes == 48 * MiB  # a rank
+        per_rank = _budget_chunks(ctl.limit, GEO, CONFIG, KV_CONFIG, planner.chunk_bytes) * GEO.chunk_bytes
+        assert per_rank == 48 * MiB
     finally:
         record.close()
 

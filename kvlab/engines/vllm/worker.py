@@ -8,7 +8,9 @@
 * ``execute_model``: applies the step's page plan before vLLM touches the batch's blocks; with several
   ranks, they agree on the outcome first (ranks.py). When a rank could not map, no rank runs the
   forward pass: vLLM's runner only updates its request states, and the step returns an empty output
-  carrying the MapFailure, which the scheduler turns into a scheduling miss.
+  carrying the MapFailure, which the scheduler turns into a scheduling miss. During
+  ``compile_or_warm_up_model`` it maps the blocks vLLM's own warm-up steps write (Model Runner V2),
+  unmapped again when the warm-up ends.
 * ``kvlab_stats``: for ``collective_rpc("kvlab_stats")``.
 """
 
@@ -17,7 +19,7 @@ from __future__ import annotations
 import math
 
 from . import compat
-from .geometry import ChunkGeometry
+from .geometry import ChunkGeometry, block_layout
 from .mapper import WorkerMapper
 from .planner import PLAN_ATTR
 from .ranks import FAILURE_ATTR, MISSES_ATTR
@@ -35,6 +37,7 @@ def utilization_that_fits(wanted: float, free: int, total: int) -> float:
 
 class ElasticWorkerMixin(compat.KVAllocationHook):
     kvlab_mapper: WorkerMapper | None = None
+    _kvlab_warming = False
     _kvlab_skipped_output = None  # the output of a step that ran no forward pass, for sample_tokens()
 
     @property
@@ -46,11 +49,11 @@ class ElasticWorkerMixin(compat.KVAllocationHook):
 
     def determine_available_memory(self) -> int:
         settings = self.kvlab_settings
+        # The groups vLLM will form (several for hybrid models): a block costs its page in each layer slot.
+        groups = compat.kv_cache_groups(self.vllm_config, self.get_kv_cache_spec())
+        block_bytes, slots = block_layout(groups, compat.model_type(self.vllm_config))
         capacity = self._kvlab_capacity()
-        sizes = {spec.page_size_bytes for spec in self.get_kv_cache_spec().values()}
-        if len(sizes) != 1:
-            raise ValueError(f"kvlab elastic memory needs layers of one KV size, this model has {sorted(sizes)}")
-        return ChunkGeometry.round_memory(capacity, sizes.pop(), len(self.get_kv_cache_spec()), settings.page_size)
+        return ChunkGeometry.round_memory(capacity, block_bytes, slots, settings.page_size)
 
     def _kvlab_kv_allocation_context(self):
         if self.kvlab_mapper is not None and self.kvlab_mapper.table is None:
@@ -59,12 +62,18 @@ class ElasticWorkerMixin(compat.KVAllocationHook):
 
     def initialize_from_config(self, kv_cache_config) -> None:
         settings = self.kvlab_settings
-        self.kvlab_mapper = WorkerMapper(settings, kv_cache_config, self.device)
+        self.kvlab_mapper = WorkerMapper(settings, kv_cache_config, self.device, compat.model_type(self.vllm_config))
         super().initialize_from_config(kv_cache_config)
         self.kvlab_mapper.bind(compat.bound_kv_caches(self), settings.engine_id)
 
     def compile_or_warm_up_model(self, *args, **kwargs):
-        result = super().compile_or_warm_up_model(*args, **kwargs)
+        self._kvlab_warming = True
+        try:
+            result = super().compile_or_warm_up_model(*args, **kwargs)
+        finally:
+            self._kvlab_warming = False
+            if self.kvlab_mapper is not None:
+                self.kvlab_mapper.end_warmup()
         if self.kvlab_mapper is not None:
             # Profiling and warm-up leave GBs of activations cached by torch's allocator, and the
             # sampler's workspace; an idle elastic engine should hold its weights and little else.
@@ -76,6 +85,8 @@ class ElasticWorkerMixin(compat.KVAllocationHook):
         if mapper is None:
             return super().execute_model(scheduler_output, *args, **kwargs)
         plan = getattr(scheduler_output, PLAN_ATTR, None)
+        if plan is None and self._kvlab_warming:
+            mapper.map_for_warmup(compat.blocks_named_by(scheduler_output))
         failure = mapper.apply_agreed(plan, compat.world_cpu_group()) if plan is not None else None
         # Steps scheduled before the scheduler saw an earlier miss (async scheduling, pipeline batches in
         # flight) may use the chunks that were undone: they run no forward pass either. Their requests
