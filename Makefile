@@ -76,7 +76,8 @@ $(ENGINES_STAMP): pyproject.toml $(NATIVE)
 
 test-engines: $(ENGINES_STAMP)
 	$(ENGINES_VENV)/bin/python -c "import vllm; print('vllm', vllm.__version__)"
-	$(ENGINES_VENV)/bin/python -m pytest tests/engines -v
+	@# The run is the end-to-end check of a version versions.CHECKED may not list yet: let it start.
+	KVLAB_VLLM_UNCHECKED=1 $(ENGINES_VENV)/bin/python -m pytest tests/engines -v
 
 # On the GPU machine (system Python with its own torch; see ../shared/device/README.md).
 test-gpu:
