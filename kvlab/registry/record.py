@@ -50,8 +50,8 @@ class PageState(enum.IntEnum):
 
 
 # magic, version, header size, pid, start ticks, pid namespace | max_pages, created_ns, capacity, page_size,
-# name, model, device, device uuid
-HEADER = struct.Struct("<8sIIQQQ QQQQ 64s128s32s64s")
+# name, model, device, device uuid, ranks (in what were zero padding bytes: 0 in older records means 1)
+HEADER = struct.Struct("<8sIIQQQ QQQQ 64s128s32s64s I4x")
 PREFIX = struct.Struct("<8sIIQQQ")
 CTL_OFF, CTL_WORD = 384, 384 // 8
 CTL_SLOT = struct.Struct("<QqqQ")  # revision, limit, min, crc32 of the first three
@@ -83,6 +83,7 @@ class Header:
     model: str = ""
     device: str = ""
     device_uuid: str = ""
+    ranks: int = 1
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,14 @@ class Record:
     control: Control
     control_ack: int  # control revision the owner has applied; < control.revision while it catches up
     pages: bytes  # one PageState byte per page (USED + g: in use by KV cache group g)
+    # Worker processes (tensor x pipeline parallel ranks) that each map their shard of every mapped
+    # page; sizes above are of the whole engine, split evenly over them.
+    ranks: int = 1
+
+    @property
+    def rank_mapped(self) -> list[int]:
+        """Mapped bytes of each rank: every rank maps the same chunks, all or none (see the vLLM adapter)."""
+        return [self.mapped // self.ranks] * self.ranks
 
     @property
     def n_pages(self) -> int:
@@ -140,6 +149,7 @@ class Record:
     def as_dict(self) -> dict:
         """JSON-ready; pages become a string of digits, one per page ("0012221...")."""
         d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("control", "pages")}
+        d["rank_mapped"] = self.rank_mapped
         d["control"] = {"limit": self.control.limit, "min": self.control.min, "revision": self.control.revision}
         d["pages"] = self.pages.translate(bytes(range(48, 48 + 10)) + bytes(246)).decode("ascii")
         return d
@@ -163,15 +173,15 @@ def decode_header(buf) -> Header | None:
     prefix = PREFIX.unpack_from(buf)
     if prefix[1] != VERSION or len(buf) < PAGES_OFF:
         return Header(*prefix)  # other version: identity is still readable, the rest is not
-    *ints, name, model, device, uuid = HEADER.unpack_from(buf)
-    return Header(*ints, _text(name), _text(model), _text(device), _text(uuid))
+    *ints, name, model, device, uuid, ranks = HEADER.unpack_from(buf)
+    return Header(*ints, _text(name), _text(model), _text(device), _text(uuid), max(1, ranks))
 
 
 def encode_header(h: Header) -> bytes:
     return HEADER.pack(MAGIC, VERSION, PAGES_OFF, h.pid, h.start_ticks, h.pidns, h.max_pages, h.created_ns,
                        h.capacity, h.page_size, encode_text(h.name, 64, "pool name"),
                        encode_text(h.model, 128, "model name"), encode_text(h.device, 32, "device"),
-                       encode_text(h.device_uuid, 64, "device UUID"))
+                       encode_text(h.device_uuid, 64, "device UUID"), h.ranks)
 
 
 def file_size(max_pages: int) -> int:

@@ -24,6 +24,7 @@ import numpy as np
 
 from kvlab.lab.targets import flatten, require
 from kvlab.registry.names import short_model
+from kvlab.units import format_size
 
 from .controls import LimitControl
 from .latency import LatencyView
@@ -179,8 +180,8 @@ class Dashboard(widgets.VBox):
         for name, p in pools.items():
             label = self._label(name, p.model)
             if p.pages is not None:
-                info = {"label": f"pool {name}", "page_size": p.page_size, "capacity": p.capacity,
-                        "device": p.device, "pid": p.pid}
+                info = {"label": f"pool {name}{_ranks_note(p.ranks, p.mapped)}", "page_size": p.page_size,
+                        "capacity": p.capacity, "device": p.device, "pid": p.pid, "ranks": p.ranks}
                 self.pagemap.update(label, self._lut[np.asarray(p.pages, dtype=np.uint8)], info)
             usage[label] = p.mapped
             if self._limits.get(name, -1) != p.limit:
@@ -268,3 +269,8 @@ def _registry_pools() -> list[str]:
 
 
 __all__ = ["Dashboard"]
+
+
+def _ranks_note(ranks: int, mapped: int) -> str:
+    """How a tensor-parallel engine's pages split over its ranks; nothing for one rank."""
+    return "" if ranks <= 1 else f" · {ranks} ranks, {format_size(mapped // ranks)} mapped on each"

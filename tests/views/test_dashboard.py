@@ -13,6 +13,7 @@ import pytest
 pytest.importorskip("anywidget")
 from kvlab import views  # noqa: E402
 from kvlab.registry import PageState, Publisher  # noqa: E402
+from kvlab.units import format_size  # noqa: E402
 from tests.waiting import wait_for  # noqa: E402
 
 PAGE = 2 << 20
@@ -311,4 +312,23 @@ def test_watching_again_stops_the_previous_dashboard(cap, coalescer, servers, po
         assert first.header.value.count("newer dashboard") == 1
     finally:
         for d in (first, other, second):
+            d.close()
+
+
+def test_a_tensor_parallel_pool_shows_once_with_its_ranks(cap, coalescer):
+    import secrets
+
+    from kvlab.views import Dashboard
+
+    model = f"models/tp-{secrets.token_hex(3)}"
+    with Publisher(model, PAGES * PAGE, PAGE, ranks=2) as pub:
+        publish(pub, 2, 4)
+        d = Dashboard(None, interval=0.05, coalescer=coalescer)
+        try:
+            label = model.rsplit("/", 1)[1]
+            wait_for(lambda: label in d.pagemap.pools, what="the pool on the page map")
+            assert [p for p in d.pagemap.pools if p.startswith("tp-")] == [label]  # one entry, not one per rank
+            info = d.pagemap._pending_infos[label]
+            assert info["ranks"] == 2 and info["label"].endswith(f"2 ranks, {format_size(2 * PAGE)} mapped on each")
+        finally:
             d.close()
