@@ -25,11 +25,12 @@ import httpx
 
 from kvlab.registry.names import slug
 
-from . import engine, ports, startlog
+from . import engine, ports, sglang_engine, startlog
 from .errors import EngineDied, InvalidEngineArgs, PortInUse, ServerError, StartTimeout
 from .process import EngineProcess
 
 TAIL_LINES = 30
+_setup = engine  # Server.__init__ takes a parameter named engine
 _live_strong: set = set()  # running servers stay reachable (and stoppable at exit) even if the caller drops them
 _lock = threading.Lock()
 
@@ -60,7 +61,10 @@ def _log_dir() -> Path:
 
 
 class Server:
-    """A vLLM OpenAI-compatible server for ``model``.
+    """A vLLM (or SGLang) OpenAI-compatible server for ``model``.
+
+    engine: "vllm" (default) or "sglang" (SGLang's server on an NVIDIA GPU; its elastic mode is kvlab's
+        SGLang adapter, kvlab.engines.sglang; engine_args are SGLang's options, e.g. context_length=512).
 
     memory: "elastic" (kvlab's elastic KV cache; sets KVLAB_ELASTIC=1 for the engine), "static"
         (stock vLLM) or "kvcached" (the reference system; needs kvcached and an NVIDIA GPU).
@@ -75,16 +79,24 @@ class Server:
     def __init__(self, model, memory: str = "elastic", device=None, port: int | None = None, *,
                  env: dict | None = None, host: str = "127.0.0.1", start: bool = True,
                  start_timeout: float = 900.0, grace: float = 10.0, progress: bool = True,
-                 log_dir: str | os.PathLike | None = None, name: str | None = None, **engine_args):
-        self.model_path = engine.resolve_model(model)
-        self.device = engine.resolve_device(device)
-        engine.check_memory(memory, self.device)
+                 log_dir: str | os.PathLike | None = None, name: str | None = None, engine: str = "vllm",
+                 **engine_args):
+        self.engine = sglang_engine.check_engine(engine)
+        self.model_path = _setup.resolve_model(model)
+        if self.engine == "sglang":
+            if memory not in _setup.MEMORY_MODES:
+                raise ValueError(f"memory must be one of {_setup.MEMORY_MODES}, got {memory!r}")
+            self.device = sglang_engine.resolve_device(device, _setup.gpu_count())
+            sglang_engine.check_memory(memory)
+        else:
+            self.device = _setup.resolve_device(device)
+            _setup.check_memory(memory, self.device)
         self.memory = memory
         self.host = host
         self._port_asked = None if port is None else ports.check_port(port, host)
         self.port: int | None = self._port_asked
-        self.engine_args = engine.cpu_defaults(engine_args) if self.device == "cpu" else dict(engine_args)
-        engine.engine_flags(self.engine_args)  # validate now, not after a fork
+        self.engine_args = _setup.cpu_defaults(engine_args) if self.device == "cpu" else dict(engine_args)
+        _setup.engine_flags(self.engine_args)  # validate now, not after a fork
         served = self.engine_args.get("served_model_name")
         self.model: str = (served[0] if isinstance(served, (list, tuple)) else served) or self.model_path
         self.name = name or Path(self.model).name or self.model
@@ -111,6 +123,9 @@ class Server:
     def command(self, port: int | None = None) -> list[str]:
         """The engine's command line (for reading, or for running it by hand)."""
         port = port or self.port or 0
+        if self.engine == "sglang":
+            return sglang_engine.command(sys.executable, self.model_path, self.host, port,
+                                         engine.engine_flags(self.engine_args))
         return [sys.executable, *engine.engine_module(self.memory), "--model", self.model_path,
                 "--host", self.host, "--port", str(port), *engine.engine_flags(self.engine_args)]
 
