@@ -63,8 +63,8 @@ def _log_dir() -> Path:
 class Server:
     """A vLLM (or SGLang) OpenAI-compatible server for ``model``.
 
-    engine: "vllm" (default) or "sglang" (SGLang's server on an NVIDIA GPU; its elastic mode is kvlab's
-        SGLang adapter, kvlab.engines.sglang; engine_args are SGLang's options, e.g. context_length=512).
+    engine: "vllm" (default) or "sglang" (SGLang's server, on a GPU or its CPU backend; its elastic mode is
+        kvlab's SGLang adapter, kvlab.engines.sglang; engine_args are SGLang's options, e.g. context_length=512).
 
     memory: "elastic" (kvlab's elastic KV cache; sets KVLAB_ELASTIC=1 for the engine), "static"
         (stock vLLM) or "kvcached" (the reference system; needs kvcached and an NVIDIA GPU).
@@ -95,7 +95,8 @@ class Server:
         self.host = host
         self._port_asked = None if port is None else ports.check_port(port, host)
         self.port: int | None = self._port_asked
-        self.engine_args = _setup.cpu_defaults(engine_args) if self.device == "cpu" else dict(engine_args)
+        vllm_cpu = self.device == "cpu" and self.engine == "vllm"
+        self.engine_args = _setup.cpu_defaults(engine_args) if vllm_cpu else dict(engine_args)
         _setup.engine_flags(self.engine_args)  # validate now, not after a fork
         served = self.engine_args.get("served_model_name")
         self.model: str = (served[0] if isinstance(served, (list, tuple)) else served) or self.model_path
@@ -124,7 +125,7 @@ class Server:
         """The engine's command line (for reading, or for running it by hand)."""
         port = port or self.port or 0
         if self.engine == "sglang":
-            return sglang_engine.command(sys.executable, self.model_path, self.host, port,
+            return sglang_engine.command(sys.executable, self.model_path, self.host, port, self.device,
                                          engine.engine_flags(self.engine_args))
         return [sys.executable, *engine.engine_module(self.memory), "--model", self.model_path,
                 "--host", self.host, "--port", str(port), *engine.engine_flags(self.engine_args)]

