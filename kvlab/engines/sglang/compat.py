@@ -94,9 +94,16 @@ def _build_mha_pool(original, configurator, *args, **kwargs):
     """Build the standalone MHA pool as kvlab's elastic subclass (only that pool: SWA, MLA, hybrid and
     quantized pools keep SGLang's class, and their allocators are refused below)."""
     from sglang.srt.mem_cache.memory_pool import MHATokenToKVPool
+    from sglang.srt.runtime_context import get_server_args
 
     from .pool import ElasticMHATokenToKVPool
 
+    sargs = get_server_args()
+    if sargs.tp_size > 1 or sargs.pp_size > 1:
+        # Each rank runs its own scheduler over its own pool; their free-token counts must agree or their
+        # schedules diverge, and this adapter does not share one decision across ranks yet.
+        raise RuntimeError(f"kvlab elastic KV supports SGLang with tensor and pipeline parallel size 1, not "
+                           f"tp={sargs.tp_size} pp={sargs.pp_size}; turn elastic memory off for this engine")
     if kwargs.get("mha_pool_class") is MHATokenToKVPool and kwargs.get("quant_method") is None \
             and getattr(configurator, "kv_shard_rank", None) is None \
             and not getattr(configurator, "post_capture_kv_active", False):
