@@ -136,5 +136,19 @@ class ElasticSettings:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def to_env(self) -> dict[str, str]:
+        """The ``KVLAB_*`` variables that ``from_env`` reads back as these settings, for engines whose
+        processes take them from the environment (SGLang's scheduler)."""
+        out = {}
+        for field, var in ENV.items():
+            value = getattr(self, field)
+            if value is None:
+                out[var] = "off" if field == "idle_release" else ""
+            elif isinstance(value, bool):
+                out[var] = "1" if value else "0"
+            else:
+                out[var] = str(value)
+        return out
+
     def with_engine_id(self) -> "ElasticSettings":
         return self if self.engine_id else replace(self, engine_id=uuid.uuid4().hex)

@@ -27,11 +27,12 @@ import httpx
 from kvlab.registry.names import slug
 from kvlab.settings import ElasticSettings
 
-from . import engine, ports, startlog
+from . import engine, ports, sglang_engine, startlog
 from .errors import EngineDied, InvalidEngineArgs, PortInUse, ServerError, StartTimeout
 from .process import EngineProcess
 
 TAIL_LINES = 30
+_setup = engine  # Server.__init__ takes a parameter named engine
 _live_strong: set = set()  # running servers stay reachable (and stoppable at exit) even if the caller drops them
 _lock = threading.Lock()
 
@@ -62,7 +63,10 @@ def _log_dir() -> Path:
 
 
 class Server:
-    """A vLLM OpenAI-compatible server for ``model``.
+    """A vLLM (or SGLang) OpenAI-compatible server for ``model``.
+
+    engine: "vllm" (default) or "sglang" (SGLang's server, on a GPU or its CPU backend; its elastic mode is
+        kvlab's SGLang adapter, kvlab.engines.sglang; engine_args are SGLang's options, e.g. context_length=512).
 
     memory: "elastic" (kvlab's elastic KV cache), "static" (stock vLLM) or "kvcached" (the reference
         system; needs kvcached and an NVIDIA GPU).
@@ -78,28 +82,41 @@ class Server:
     """
 
     def __init__(self, model, memory: str = "elastic", device=None, port: int | None = None, *,
-                 elastic: ElasticSettings | None = None, env: dict | None = None, host: str = "127.0.0.1", start: bool = True,
+                 elastic: ElasticSettings | None = None, env: dict | None = None, host: str = "127.0.0.1",
+                 start: bool = True,
                  start_timeout: float = 900.0, grace: float = 10.0, progress: bool = True,
-                 log_dir: str | os.PathLike | None = None, name: str | None = None, **engine_args):
-        self.model_path = engine.resolve_model(model)
-        self.device = engine.resolve_device(device)
-        engine.check_memory(memory, self.device)
+                 log_dir: str | os.PathLike | None = None, name: str | None = None, engine: str = "vllm",
+                 **engine_args):
+        self.engine = sglang_engine.check_engine(engine)
+        self.model_path = _setup.resolve_model(model)
+        if self.engine == "sglang":
+            if memory not in _setup.MEMORY_MODES:
+                raise ValueError(f"memory must be one of {_setup.MEMORY_MODES}, got {memory!r}")
+            self.device = sglang_engine.resolve_device(device, _setup.gpu_count())
+            sglang_engine.check_memory(memory)
+        else:
+            self.device = _setup.resolve_device(device)
+            _setup.check_memory(memory, self.device)
         self.memory = memory
         self.host = host
         self._port_asked = None if port is None else ports.check_port(port, host)
         self.port: int | None = self._port_asked
-        self.engine_args = engine.cpu_defaults(engine_args) if self.device == "cpu" else dict(engine_args)
+        vllm_cpu = self.device == "cpu" and self.engine == "vllm"
+        self.engine_args = _setup.cpu_defaults(engine_args) if vllm_cpu else dict(engine_args)
         served = self.engine_args.get("served_model_name")
         self.model: str = (served[0] if isinstance(served, (list, tuple)) else served) or self.model_path
         self.name = name or Path(self.model).name or self.model
-        self.env_extra = engine.check_env(env)
+        self.env_extra = _setup.check_env(env)
         # The elastic engine publishes its pool's registry record under this name, so telemetry and
         # kvlab.limits find this server's pool without guessing from pids.
-        self.elastic = engine.check_elastic(memory, elastic)
+        self.elastic = _setup.check_elastic(memory, elastic)
         if self.elastic is not None and not self.elastic.pool_name:
             self.elastic = replace(self.elastic, pool_name=_pool_name(self.name, self._port_asked))
         self.pool_name: str | None = self.elastic.pool_name if self.elastic is not None else None
-        self._flags = engine.engine_flags(engine.with_settings(self.engine_args, self.elastic))  # checked now
+        # vLLM takes the settings as additional_config; SGLang's scheduler reads them from its environment.
+        settings_args = (self.engine_args if self.engine == "sglang"
+                         else _setup.with_settings(self.engine_args, self.elastic))
+        self._flags = _setup.engine_flags(settings_args)  # checked now, not after a fork
         self.start_timeout = float(start_timeout)
         self.grace = float(grace)
         self.progress = progress
@@ -116,13 +133,18 @@ class Server:
     def command(self, port: int | None = None) -> list[str]:
         """The engine's command line (for reading, or for running it by hand)."""
         port = port or self.port or 0
+        if self.engine == "sglang":
+            return sglang_engine.command(sys.executable, self.model_path, self.host, port, self.device, self._flags)
         return [sys.executable, *engine.engine_module(self.memory), "--model", self.model_path,
                 "--host", self.host, "--port", str(port), *self._flags]
 
     def environment(self) -> dict[str, str]:
         """The engine's environment: this process's, with the memory mode's switches and ``env``, without
         the ``KVLAB_*`` elastic settings (the engine gets ``self.elastic`` on its command line)."""
-        return engine.engine_env(self.memory, self.device, self.env_extra)
+        env = engine.engine_env(self.memory, self.device, self.env_extra)
+        if self.engine == "sglang" and self.elastic is not None:
+            env.update(self.elastic.to_env())
+        return env
 
     # ---- lifecycle ----------------------------------------------------------------------------
     def start(self) -> "Server":
