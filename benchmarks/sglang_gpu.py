@@ -65,8 +65,10 @@ def completion(url: str, model: str, ids: list[int], max_tokens: int = MAX_TOKEN
 def sglang_server(model, memory: str, args, name: str, device: str):
     from kvlab.lab import Server
 
-    env = {"KVLAB_IDLE_RELEASE": str(args.grace)}
-    return Server(model, engine="sglang", memory=memory, device=device, name=name, env=env,
+    from kvlab.settings import ElasticSettings
+
+    elastic = ElasticSettings(idle_release=args.grace) if memory == "elastic" else None
+    return Server(model, engine="sglang", memory=memory, device=device, name=name, elastic=elastic,
                   mem_fraction_static=args.fraction, context_length=4096, progress=False)
 
 
@@ -97,10 +99,12 @@ def phase_pair(model, args, nv, index: int, device: str) -> dict:
     from kvlab import registry
     from kvlab.lab import Server
 
-    env = {"KVLAB_IDLE_RELEASE": str(args.grace)}
+    from kvlab.settings import ElasticSettings
+
+    grace = ElasticSettings(idle_release=args.grace)
     before = used_mib(nv, index)
     timeline, outcomes = [], {"vllm": [], "sglang": []}
-    with Server(model, memory="elastic", device=device, name="vllm-pair", env=env, progress=False,
+    with Server(model, memory="elastic", device=device, name="vllm-pair", elastic=grace, progress=False,
                 gpu_memory_utilization=args.fraction, max_model_len=4096) as v, \
             sglang_server(model, "elastic", args, "sglang-pair", device) as s:
         servers = {"vllm": v, "sglang": s}

@@ -23,6 +23,7 @@ import httpx
 
 from kvlab.lab import Server
 from kvlab.lab.engine import resolve_device
+from kvlab.settings import ElasticSettings
 
 from .config import ModelSpec
 
@@ -114,15 +115,13 @@ class ServedEngine:
     def _new_server(self) -> Server:
         env = dict(self.spec.env)
         args = dict(self.spec.engine_args)
-        if self.spec.memory == "elastic":
-            if self.limit is not None:
-                env["KVLAB_LIMIT"] = str(self.limit)
-            if self.spec.min:
-                env["KVLAB_MIN"] = str(self.spec.min)
+        elastic = (ElasticSettings(limit=self.limit, min=self.spec.min or 0)
+                   if self.spec.memory == "elastic" else None)
         if self.policy == "vllm":
             env["VLLM_SERVER_DEV_MODE"] = "1"  # /sleep, /wake_up, /is_sleeping are dev-mode endpoints
             args["enable_sleep_mode"] = True
         return Server(resolve_model(self.spec.model), memory=self.spec.memory, device=self.device, env=env,
+                      elastic=elastic,
                       start=False, progress=False, name=self.name, served_model_name=self.name,
                       start_timeout=self.spec.start_timeout, log_dir=self._log_dir, **args)
 

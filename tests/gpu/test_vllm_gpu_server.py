@@ -24,6 +24,7 @@ pynvml = pytest.importorskip("pynvml")
 
 from kvlab import limits, registry  # noqa: E402
 from kvlab.lab.engine import vllm_build  # noqa: E402
+from kvlab.settings import ElasticSettings  # noqa: E402
 from tests.engines.vllm_batch import prompts  # noqa: E402
 from tests.waiting import PeakOf, until  # noqa: E402
 
@@ -107,9 +108,9 @@ def test_gpu_server_identity_idle_memory_and_limits(tiny_model, root, request, m
     dev = Device()
     extra = MODES[mode]
     # The idle grace off: the limit below must find the reserve still mapped however slow the steps between.
-    env = {"KVLAB_RESERVE": str(RESERVE), "KVLAB_IDLE_RELEASE": "off", "KVLAB_REGISTRY_DIR": root,
-           "VLLM_SERVER_DEV_MODE": "1"}
-    with Server(tiny_model, memory="elastic", env=env, **COMMON, **extra) as s:
+    env = {"KVLAB_REGISTRY_DIR": root, "VLLM_SERVER_DEV_MODE": "1"}
+    elastic = ElasticSettings(reserve=RESERVE, idle_release=None)
+    with Server(tiny_model, memory="elastic", elastic=elastic, env=env, **COMMON, **extra) as s:
         assert _tokens(s) == expected
         rec = registry.read(s.pool_name, root)
         assert rec.pid in s.pids() and rec.mapped >= CHUNK
