@@ -58,7 +58,8 @@ def make_elastic(vllm_config, settings: ElasticSettings) -> None:
     if not isinstance(extra, dict):
         raise ValueError("kvlab needs additional_config to be a dict to carry its settings")
     extra[CONFIG_KEY] = settings.with_engine_id().to_dict()
-    logger.info("kvlab: elastic KV memory on (page %d KiB, limit %s, reserve %d MiB)", settings.page_size >> 10,
+    logger.info("kvlab: elastic KV memory on (page %d KiB, handle %d KiB, limit %s, reserve %d MiB)",
+                settings.page_size >> 10, settings.handle_bytes >> 10,
                 "none" if settings.limit is None else f"{settings.limit >> 20} MiB", settings.reserve >> 20)
 
 

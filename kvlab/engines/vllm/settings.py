@@ -4,7 +4,7 @@ The switch is ``KVLAB_ELASTIC=1``. The settings are read in the process that bui
 config (``EngineArgs.create_engine_config``) and travel to the scheduler and worker processes inside
 ``vllm_config.additional_config["kvlab"]``, so every process of one engine agrees on them even when
 the environment differs. A per-engine override is ``additional_config={"kvlab": {...}}`` with the
-same keys as ``to_dict()`` (``elastic``, ``page_size``, ``limit``, ``reserve``, ``release_delay``,
+same keys as ``to_dict()`` (``elastic``, ``page_size``, ``handle_size``, ``limit``, ``reserve``, ``release_delay``,
 ``idle_release``, ``pool_name``, ``min``, ``headroom``).
 """
 
@@ -55,7 +55,8 @@ def _grace(value, name: str) -> float | None:
 @dataclass(frozen=True)
 class ElasticSettings:
     elastic: bool = False
-    page_size: int = 2 * MiB          # mapping granularity; the CUDA VMM granularity on current GPUs
+    page_size: int = 2 * MiB          # page map granularity; the CUDA VMM granularity on current GPUs
+    handle_size: int = 0              # bytes per physical allocation, a multiple of page_size; 0 = page_size
     limit: int | None = None          # most KV bytes mapped at once; None: the device is the limit
     reserve: int = 32 * MiB           # free, mapped KV memory kept as headroom so bursts don't thrash
     release_delay: float = 1.0        # seconds a chunk must stay free (while busy) before it is unmapped
@@ -68,6 +69,9 @@ class ElasticSettings:
     def __post_init__(self):
         if self.page_size <= 0 or self.page_size % 4096:
             raise ValueError(f"KVLAB_PAGE_SIZE={self.page_size} must be a positive multiple of 4 KiB")
+        if self.handle_size < 0 or self.handle_size % self.page_size:
+            raise ValueError(f"KVLAB_HANDLE_SIZE={self.handle_size} must be a multiple of KVLAB_PAGE_SIZE="
+                             f"{self.page_size} (or 0: one handle per page)")
         if self.limit is not None and self.limit <= 0:
             raise ValueError("KVLAB_LIMIT must be positive (leave it unset for no limit)")
         if self.reserve < 0:
@@ -97,6 +101,8 @@ class ElasticSettings:
         kw = {"elastic": _flag(env.get("KVLAB_ELASTIC", ""), "KVLAB_ELASTIC")}
         if env.get("KVLAB_PAGE_SIZE"):
             kw["page_size"] = parse_size(env["KVLAB_PAGE_SIZE"])
+        if env.get("KVLAB_HANDLE_SIZE"):
+            kw["handle_size"] = parse_size(env["KVLAB_HANDLE_SIZE"])
         if env.get("KVLAB_LIMIT"):
             kw["limit"] = parse_size(env["KVLAB_LIMIT"])
         if env.get("KVLAB_RESERVE"):
@@ -123,7 +129,7 @@ class ElasticSettings:
         kw = dict(overrides)
         if "elastic" in kw:
             kw["elastic"] = _flag(kw["elastic"], "elastic")
-        for key in ("page_size", "reserve", "min"):
+        for key in ("page_size", "handle_size", "reserve", "min"):
             if key in kw:
                 kw[key] = parse_size(kw[key])
         if kw.get("limit") is not None:
@@ -136,6 +142,12 @@ class ElasticSettings:
             else:
                 kw["idle_release"] = _grace(kw["idle_release"], "KVLAB_IDLE_RELEASE")
         return replace(self, **kw)
+
+    @property
+    def handle_bytes(self) -> int:
+        """The unit each layer's share of a chunk fills: one physical handle (the driver maps a handle only
+        whole, and a chunk is what the planner releases, so a chunk never splits a handle)."""
+        return self.handle_size or self.page_size
 
     def with_engine_id(self) -> "ElasticSettings":
         return self if self.engine_id else replace(self, engine_id=uuid.uuid4().hex)

@@ -44,7 +44,8 @@ class ElasticWorkerMixin:
         sizes = {spec.page_size_bytes for spec in self.get_kv_cache_spec().values()}
         if len(sizes) != 1:
             raise ValueError(f"kvlab elastic memory needs layers of one KV size, this model has {sorted(sizes)}")
-        return ChunkGeometry.round_memory(capacity, sizes.pop(), len(self.get_kv_cache_spec()), settings.page_size)
+        return ChunkGeometry.round_memory(capacity, sizes.pop(), len(self.get_kv_cache_spec()),
+                                         settings.handle_bytes)
 
     def _maybe_get_memory_pool_context(self, tag: str):
         if tag == "kv_cache" and self.kvlab_mapper is not None and self.kvlab_mapper.table is None:
