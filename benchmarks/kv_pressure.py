@@ -8,13 +8,19 @@ The setup of kvcached's headline benchmark (ovg-project/kvcached, benchmarks/ben
 * models: ``--models`` (3) of the Llama-3.1-8B shape, weights from vLLM's ``load_format="dummy"``
   (kvlab.models.dummy: a config and a locally trained tokenizer on disk); ``--max-model-len`` 62000,
   prefix caching off;
-* memory: static gets ``--static-util`` (0.31) each; kvcached and kvlab get ``--util`` (0.95) each
+* memory: static gets ``--static-util`` each (default ``--util`` / N = 0.317: the same device share in all,
+  kvcached's "about 0.31"; at 0.31 an H100 leaves a static 8B engine ~7.5 GiB of KV, at the edge of one
+  62000-token request); kvcached and kvlab get ``--util`` (0.95) each
   (KVCACHED_GPU_UTILIZATION for kvcached); kvlab maps with ``--handle-size`` (32 MiB) handles;
 * load: per model, prompts of ``--prompt-len`` (256) tokens and ``--completion`` output tokens; the rate
   ramps 0 -> ``--peak`` -> 1 req/s by 1 req/s each second (requests evenly spaced within a second), then
   stays at 1 req/s; model i starts i * (peak/4 + 2*peak) seconds after model 0 and sends
   peak^2 + (N - i) * delay requests, as kvcached's run_benchmark.sh does. vLLM 0.24's ``vllm bench serve``
   ramps only up (linear or exponential), so kvlab's client (kvlab.lab.run_workload) sends the schedule.
+  Defaults (peak 8 req/s, 1024 output tokens) are sized for an H100: a model's ramp puts ~64 requests of
+  1280 tokens in flight, ~10 GiB of KV at 128 KiB a token, more than a static share (~8 GiB) holds and
+  less than the ~20 GiB the three models share when weights are loaded; a system's run takes ~2 minutes
+  after its three engines started.
 
 Reported per system and model: TTFT mean/p50/p99, TPOT, SLO attainment (TTFT <= 1 s, <= 5 s), requests
 waiting (vllm:num_requests_waiting from /metrics), each server's memory and kvlab's mapped KV over time
@@ -109,6 +115,8 @@ def _servers(args, system: str, model) -> list:
             env["KVCACHED_GPU_UTILIZATION"] = str(args.util)
     if system == "kvlab":
         env["KVLAB_HANDLE_SIZE"] = args.handle_size
+        if args.cpu_smoke:  # chunks of 4 blocks and no reserve, so that each tiny burst grows the pool
+            env.update(KVLAB_PAGE_SIZE="64KiB", KVLAB_RESERVE="0")
     return [Server(model, memory=MEMORY[system], served_model_name=f"m{i}", name=f"m{i}", env=env, **kw)
             for i in range(args.models)]
 
@@ -164,10 +172,11 @@ def run_system(args, system: str, model, requests) -> dict:
 
 def measure_growth(args) -> dict:
     """Arena growth with 2 MiB and chunk-sized handles, in a child process (no CUDA context stays here)."""
-    device, total = ("cpu", "64MiB") if args.cpu_smoke else ("cuda:0", "4GiB")
-    code = ("import json,sys; from kvlab.bench.vmm import growth; from kvlab.units import parse_size as p; "
-            f"print(json.dumps(growth({device!r}, handle_size=p({args.handle_size!r}), total=p({total!r}), "
-            f"step=8 * p({args.handle_size!r}) if p({total!r}) >= 8 * p({args.handle_size!r}) else p({total!r}))))")
+    # On the CPU the servers' handles are smaller than 2 MiB pages; the arena check uses 4 MiB chunks.
+    device, total, handle = ("cpu", "64MiB", "4MiB") if args.cpu_smoke else ("cuda:0", "4GiB", args.handle_size)
+    code = ("import json; from kvlab.bench.vmm import growth; from kvlab.units import parse_size as p; "
+            f"t, h = p({total!r}), p({handle!r}); "
+            f"print(json.dumps(growth({device!r}, handle_size=h, total=t, step=min(t, 8 * h))))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     if proc.returncode != 0:
         return {"error": proc.stderr[-2000:]}
@@ -190,12 +199,12 @@ def main() -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--systems", default=",".join(SYSTEMS))
     p.add_argument("--models", type=int, default=3)
-    p.add_argument("--peak", type=int, default=10, help="peak request rate per model (req/s)")
+    p.add_argument("--peak", type=int, default=8, help="peak request rate per model (req/s)")
     p.add_argument("--prompt-len", type=int, default=256)
-    p.add_argument("--completion", type=int, default=512)
+    p.add_argument("--completion", type=int, default=1024)
     p.add_argument("--max-model-len", type=int, default=62000)
     p.add_argument("--util", type=float, default=0.95, help="kvcached's and kvlab's gpu utilization")
-    p.add_argument("--static-util", type=float, default=0.31)
+    p.add_argument("--static-util", type=float, default=None, help="default: --util / --models")
     p.add_argument("--handle-size", default="32MiB", help="kvlab's physical handle (KVLAB_HANDLE_SIZE)")
     p.add_argument("--identity-tokens", type=int, default=16)
     add_graphs_option(p, default="decode")
@@ -203,8 +212,11 @@ def main() -> None:
     p.add_argument("--cpu-kv-mib", type=int, default=128)
     args = p.parse_args()
     if args.cpu_smoke:
-        args.systems, args.models, args.peak, args.completion, args.prompt_len = "static,kvlab", 2, 2, 8, 32
-        args.max_model_len, args.handle_size, args.identity_tokens = 512, "4MiB", 8
+        # 400-token prompts: 4 blocks of 128 tokens each, one chunk of 256 KiB handles over 64 KiB pages.
+        args.systems, args.models, args.peak, args.completion, args.prompt_len = "static,kvlab", 2, 2, 8, 400
+        args.max_model_len, args.handle_size, args.identity_tokens = 512, "256KiB", 8
+    if args.static_util is None:
+        args.static_util = round(args.util / args.models, 4)
     systems = [s.strip() for s in args.systems.split(",")]
     bad = [s for s in systems if s not in SYSTEMS]
     if bad or not systems:

@@ -82,7 +82,8 @@ def plot(systems: dict, path) -> None:
     names = [s for s in systems if "timeline" in systems[s]]
     if not names:
         return
-    fig, axes = plt.subplots(2, len(names), figsize=(5.5 * len(names), 6), squeeze=False, sharex=True)
+    fig, axes = plt.subplots(2, len(names), figsize=(5.5 * len(names), 6), squeeze=False, sharex=True,
+                             sharey="row")
     for col, system in enumerate(names):
         tl = systems[system]["timeline"]
         top, bottom = axes[0][col], axes[1][col]
