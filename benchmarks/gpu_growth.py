@@ -213,7 +213,7 @@ def main() -> None:
         args.total, args.step, args.page_size = int(args.total), int(args.step), int(args.page_size)
         args.handle_size = int(args.handle_size)
         return _child(args)
-    from kvlab.memory.units import parse_size
+    from kvlab.memory.args import parse_size
 
     args.total, args.step, args.page_size = parse_size(args.total), parse_size(args.step), parse_size(args.page_size)
     args.handle_size = parse_size(args.handle_size)

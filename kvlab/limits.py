@@ -21,8 +21,9 @@ import os
 import time
 
 from kvlab import registry, units
-from kvlab.registry import Control, InvalidSize, LimitBelowMinimum, PoolNotFound, Record, RegistryError
-from kvlab.registry.publisher import short_model
+from kvlab.registry import Control, InvalidSize, PoolNotFound, Record, RegistryError
+from kvlab.registry.control import check_control
+from kvlab.registry.names import short_model
 
 __all__ = ["list_pools", "pools_of", "set_limit", "set_min", "unlimit", "limit_of", "AmbiguousTarget"]
 
@@ -81,13 +82,8 @@ def _apply(target, root, wait: float, **changes) -> list[Control]:
             limit = None if changes["limit"] is None else _bytes(changes["limit"], pool, "limit")
         if "minimum" in changes:
             minimum = _bytes(changes["minimum"], pool, "minimum")
-        if minimum > pool.capacity:
-            raise InvalidSize(f"pool {pool.name!r}: minimum {units.format_size(minimum)} exceeds its capacity "
-                              f"{units.format_size(pool.capacity)}")
-        if limit is not None and limit < minimum:
-            fix = "lower the minimum first" if "limit" in changes else "raise or remove the limit first"
-            raise LimitBelowMinimum(f"pool {pool.name!r}: limit {units.format_size(limit)} is below its minimum "
-                                    f"guarantee {units.format_size(minimum)}; {fix}")
+        check_control(limit, minimum, pool.capacity, pool=pool.name,
+                      changing="limit" if "limit" in changes else "minimum")
         plans.append((pool.name, {k: (limit if k == "limit" else minimum) for k in changes}))
     done = [registry.set_control(name, root=root, **kw) for name, kw in plans]
     if wait > 0:

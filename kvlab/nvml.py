@@ -12,6 +12,8 @@ to the host's memory without catching NVML's own errors. Device indices are NVML
 
 from __future__ import annotations
 
+from kvlab.meminfo import MemoryReading
+
 
 def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)  # older nvidia-ml-py returns bytes
@@ -41,10 +43,10 @@ class Nvml:
     def __len__(self) -> int:
         return len(self.handles)
 
-    def memory(self, index: int) -> tuple[int, int, int]:
-        """(total, used, free) bytes of device ``index``."""
+    def memory(self, index: int) -> MemoryReading:
+        """Total, used and free bytes of device ``index``."""
         mem = self._nv.nvmlDeviceGetMemoryInfo(self.handles[index])
-        return int(mem.total), int(mem.used), int(mem.free)
+        return MemoryReading(int(mem.total), int(mem.used), int(mem.free))
 
     def processes(self, index: int) -> dict[int, int]:
         """{pid: bytes} of the compute processes on device ``index``; empty where NVML cannot tell

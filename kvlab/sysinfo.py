@@ -9,26 +9,6 @@ import platform
 import sys
 
 
-def host_memory() -> tuple[int, int]:
-    """(total, available) bytes of this host's memory, from /proc/meminfo (``free``'s "available").
-
-    One os.read of the file's head (MemTotal, MemFree and MemAvailable are its first three lines): it is read
-    at 10 Hz by the telemetry sampler and every 0.25 s by each engine's headroom watcher.
-    """
-    fd = os.open("/proc/meminfo", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        head = os.read(fd, 512)
-    finally:
-        os.close(fd)
-    info = {}
-    for line in head.split(b"\n")[:3]:
-        key, _, rest = line.partition(b":")
-        if key in (b"MemTotal", b"MemAvailable"):
-            info[key] = int(rest.split()[0]) * 1024
-    total = info.get(b"MemTotal", 0)
-    return total, info.get(b"MemAvailable", total)
-
-
 def package_version(name: str) -> str | None:
     try:
         return importlib.metadata.version(name)

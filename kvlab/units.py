@@ -5,7 +5,7 @@ without loading kvlab's native module or torch. Units are binary throughout (``"
 ``"1GiB"`` = 2**30 bytes): memory is paged in powers of two, and a limit of "2G" that came out as
 1.86 GiB would surprise more than it helps. Fractions of a byte are rounded down.
 
-``kvlab.memory.units`` re-exports ``parse_size``/``format_size`` with its own error type.
+``kvlab.memory.args.parse_size`` is ``parse_size`` with the memory layer's error type.
 """
 
 from __future__ import annotations

@@ -98,4 +98,4 @@ def test_headroom_probe_reads_the_visible_device(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", _fake_nvml([GPU0, GPU1]))
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-bbb,GPU-aaa")
     name, uuid, probe = headroom.device_probe("cuda", 1)
-    assert (name, uuid, probe()) == ("cuda:1", "GPU-aaa", (50, 80))  # (free, total) of GPU0
+    assert (name, uuid, probe()) == ("cuda:1", "GPU-aaa", (80, 30, 50))  # GPU0

@@ -22,7 +22,7 @@ import time
 
 from kvlab import limits
 from kvlab.registry import Record, RegistryError
-from kvlab.registry.publisher import short_model
+from kvlab.registry.names import short_model
 from kvlab.units import format_size
 
 _NEGATIVE_SIZE = re.compile(r"^-(\d+\.?\d*|\.\d+)\s*[A-Za-z%]*$")

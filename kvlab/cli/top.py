@@ -20,13 +20,14 @@ import time
 
 import numpy as np
 
-from kvlab import limits, sysinfo
+from kvlab import limits
+from kvlab.meminfo import host_memory
 from kvlab.nvml import Nvml
-from kvlab.registry import PAGE_MAPPED, PAGE_USED, Record, RegistryError
-from kvlab.registry.publisher import short_model
+from kvlab.registry import PageState, Record, RegistryError
+from kvlab.registry.names import short_model
 from kvlab.units import format_size
 
-PAGE_CHARS = {0: "·", PAGE_MAPPED: "▒", PAGE_USED: "█"}
+PAGE_CHARS = {PageState.UNMAPPED: "·", PageState.MAPPED: "▒", PageState.USED: "█"}
 
 
 def add_parser(sub) -> None:
@@ -47,8 +48,8 @@ class Devices:
         out = {"cpu": _host()}
         for i in range(len(self._nv) if self._nv is not None else 0):
             try:
-                total, used, _ = self._nv.memory(i)
-                out[f"cuda:{i}"] = {"total": total, "used": used, "source": "nvml",
+                reading = self._nv.memory(i)
+                out[f"cuda:{i}"] = {"total": reading.total, "used": reading.used, "source": "nvml",
                                     "uuid": self._nv.uuid(i), "name": self._nv.name(i)}
             except Exception:  # a device that fell off the bus: show the others
                 continue
@@ -60,8 +61,8 @@ class Devices:
 
 
 def _host() -> dict:
-    total, available = sysinfo.host_memory()
-    return {"total": total, "used": total - available, "source": "meminfo", "name": "host"}
+    reading = host_memory()
+    return {"total": reading.total, "used": reading.used, "source": "meminfo", "name": "host"}
 
 
 def _device_of(rec: Record, devices: dict[str, dict]) -> str:
@@ -74,7 +75,7 @@ def _device_of(rec: Record, devices: dict[str, dict]) -> str:
 
 # ---- samples ------------------------------------------------------------------------------------------
 
-class Sampler:
+class TopSampler:
     """Samples the registry and the devices; map/unmap rates from the previous sample of each pool."""
 
     def __init__(self):
@@ -195,7 +196,7 @@ def main(args: argparse.Namespace) -> int:
     if not args.interval > 0 or args.map_width < 1:
         print("kvlab top: --interval and --map-width must be positive", file=sys.stderr)
         return 2
-    sampler = Sampler()
+    sampler = TopSampler()
     try:
         if args.once:
             sampler.sample()

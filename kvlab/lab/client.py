@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass, field
 
 import httpx
 
-# Words whose tokens make the pool that exact-length prompts are drawn from (any tokenizer has them).
-_POOL_TEXT = ("the of and to in is was for on that with as by at from his her an which or were are be this "
+# Words whose tokens make the vocabulary that exact-length prompts are drawn from (any tokenizer has them).
+_VOCABULARY_TEXT = ("the of and to in is was for on that with as by at from his her an which or were are be this "
               "had not but have one they their all there been has when who more would will into other time "
               "some than only its new about after first two may also over most these many such years where "
               "then could made them through state city world house water light music river north garden")
@@ -74,7 +74,7 @@ class Client:
         self.connect_timeout = float(connect_timeout)
         self._http: httpx.AsyncClient | None = None
         self._sem: asyncio.Semaphore | None = None
-        self._pool: list[int] | None = None
+        self._vocabulary: list[int] | None = None
 
     def __repr__(self) -> str:
         return f"Client({self.url!r}, model={self.model!r}, concurrency={self.concurrency})"
@@ -96,25 +96,25 @@ class Client:
         if http is not None:
             await http.aclose()
 
-    async def token_pool(self) -> list[int]:
+    async def vocabulary(self) -> list[int]:
         """Ordinary token ids of the served tokenizer (via the server's /tokenize), to build prompts of
         an exact length: a list of token ids is sent as is, so its length is the prompt's length."""
-        if self._pool is None:
-            r = await self._request("POST", "/tokenize", json={"model": self.model, "prompt": _POOL_TEXT,
+        if self._vocabulary is None:
+            r = await self._request("POST", "/tokenize", json={"model": self.model, "prompt": _VOCABULARY_TEXT,
                                                               "add_special_tokens": False})
             r.raise_for_status()
             ids = sorted(set(r.json()["tokens"]))
             if len(ids) < 2:
                 raise RuntimeError(f"{self.url}/tokenize gave {len(ids)} distinct tokens; cannot build prompts")
-            self._pool = ids
-        return self._pool
+            self._vocabulary = ids
+        return self._vocabulary
 
     async def prompt_ids(self, n: int, seed: int = 0) -> list[int]:
-        """``n`` token ids drawn from the pool; different seeds give different prompts (so the prefix
+        """``n`` token ids drawn from ``vocabulary()``; different seeds give different prompts (so the prefix
         cache does not share them), the same seed the same prompt."""
-        pool = await self.token_pool()
+        ids = await self.vocabulary()
         rng = random.Random(seed)
-        return [rng.choice(pool) for _ in range(n)]
+        return [rng.choice(ids) for _ in range(n)]
 
     async def _request(self, method: str, path: str, **kw) -> httpx.Response:
         if self._http is not None:

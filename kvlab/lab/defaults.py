@@ -25,7 +25,7 @@ import os
 import socket
 from dataclasses import dataclass, field, replace
 
-from .engine import resolve_device
+from .engine import hub_offline, resolve_device
 from .workloads import Alternating, Bursty, alternating, bursty
 
 HUB_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"  # small, open, and the shape kvlab's synthetic "qwen2.5-0.5b" copies
@@ -120,7 +120,7 @@ class Setup:
 
 def hub_reachable(timeout: float = 2.0) -> bool:
     """Whether the model hub answers a TCP connection within ``timeout`` (never when HF_HUB_OFFLINE is set)."""
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE:
+    if hub_offline():
         return False
     try:
         with socket.create_connection(HUB_HOST, timeout=timeout):

@@ -122,6 +122,11 @@ def check_memory(memory: str, device: str) -> None:
                                    f"for kvlab's own elastic KV cache, which also runs on the CPU")
 
 
+def hub_offline() -> bool:
+    """Whether the model hub is switched off (``HF_HUB_OFFLINE``, read as huggingface_hub reads it)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def _looks_like_path(text: str) -> bool:
     return text.startswith(("/", "./", "../", "~")) or text.endswith("/")
 
@@ -142,7 +147,7 @@ def resolve_model(model) -> str:
         return str(path)
     if not isinstance(model, str) or not model.strip():
         raise ModelNotFound(f"model must be a directory path or a hub id, got {model!r}")
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+    if hub_offline():
         try:
             from huggingface_hub import try_to_load_from_cache
 

@@ -10,11 +10,10 @@ import os
 import re
 import time
 
-from kvlab import sysinfo
 from kvlab.nvml import Nvml
 from kvlab.registry.errors import RecordBusy
 from kvlab.registry.store import live_names, record_path
-from kvlab.registry.view import View
+from kvlab.registry.record_file import RecordFile
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -40,18 +39,12 @@ def rss(pid: int) -> int | None:
         return None
 
 
-def host_memory() -> tuple[int, int]:
-    """(total, used) bytes of this host; used = MemTotal - MemAvailable, as ``free`` reports it."""
-    total, available = sysinfo.host_memory()
-    return total, total - available
-
-
 def device_memory(nv: Nvml) -> dict[str, tuple[int, int, dict[int, int]]]:
     """``cuda:N`` (NVML's index) -> (total, used, {pid: bytes}) for every device."""
     out = {}
     for i in range(len(nv)):
-        total, used, _ = nv.memory(i)
-        out[f"cuda:{i}"] = (total, used, nv.processes(i))
+        reading = nv.memory(i)
+        out[f"cuda:{i}"] = (reading.total, reading.used, nv.processes(i))
     return out
 
 
@@ -87,7 +80,7 @@ class PoolReader:
 
     def __init__(self, root=None, rescan: float = 1.0):
         self.root, self.rescan = root, rescan
-        self._views: dict = {}  # name -> View
+        self._files: dict = {}  # name -> RecordFile (kept open)
         self._scanned = -1e9
 
     def read(self) -> list:
@@ -95,26 +88,26 @@ class PoolReader:
         if now - self._scanned >= self.rescan:
             self._scanned = now
             names = set(live_names(self.root))  # the records are snapshotted below, once
-            for name in set(self._views) - names:
-                self._views.pop(name).close()
-            for name in names - set(self._views):
+            for name in set(self._files) - names:
+                self._files.pop(name).close()
+            for name in names - set(self._files):
                 try:
-                    self._views[name] = View(record_path(name, self.root))
+                    self._files[name] = RecordFile(record_path(name, self.root))
                 except FileNotFoundError:
                     pass
         out = []
-        for name, view in list(self._views.items()):
+        for name, view in list(self._files.items()):
             try:
                 st = os.stat(view.path)
                 if (st.st_dev, st.st_ino) != view.ident:
                     raise FileNotFoundError(view.path)  # replaced: the next scan opens the new one
                 out.append(view.snapshot(0.05))
             except (FileNotFoundError, RecordBusy):
-                self._views.pop(name).close()
+                self._files.pop(name).close()
                 self._scanned = -1e9
         return out
 
     def close(self) -> None:
-        for view in self._views.values():
+        for view in self._files.values():
             view.close()
-        self._views.clear()
+        self._files.clear()

@@ -161,7 +161,7 @@ async def arun_workload(workload, targets, *, concurrency: int | None = None, on
         try:
             for k in sorted({which[i] for i, r in enumerate(reqs) if r.prompt_len is not None}):
                 try:
-                    await clients[k].token_pool()  # before the clock starts: building prompts is not load
+                    await clients[k].vocabulary()  # before the clock starts: building prompts is not load
                 except Exception as e:
                     if await settle_dead(k):
                         engine_died(k)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx
 
-from kvlab.registry.publisher import slug
+from kvlab.registry.names import slug
 
 from . import engine, ports, startlog
 from .errors import EngineDied, InvalidEngineArgs, PortInUse, ServerError, StartTimeout
@@ -146,8 +146,7 @@ class Server:
             ports.check_port(self._port_asked, self.host)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", self.name)[:60]
-        self.log_path = self.log_dir / f"{slug}-{self.memory}-{self.port}-{stamp}-{os.getpid()}.log"
+        self.log_path = self.log_dir / f"{slug(self.name, 60)}-{self.memory}-{self.port}-{stamp}-{os.getpid()}.log"
         with open(self.log_path, "w") as f:
             f.write(f"# kvlab Server: {' '.join(self.command())}\n"
                     f"# memory={self.memory} device={self.device} env+={engine.MEMORY_ENV[self.memory]}\n")

@@ -31,6 +31,7 @@ from typing import Callable
 
 import numpy as np
 
+from kvlab.meminfo import host_memory
 from kvlab.nvml import Nvml
 
 from . import probes
@@ -283,7 +284,7 @@ class Telemetry:
         if self._nvml is not None:
             return {name: DeviceSample(name, total, used, per)
                     for name, (total, used, per) in probes.device_memory(self._nvml).items()}
-        total, used = probes.host_memory()
+        total, used, _ = host_memory()
         pids = {p for ps in server_pids for p in ps} | ({r.pid for r in records} if not self.servers else set())
         per = {}
         for p in pids:

@@ -21,7 +21,7 @@ import numpy as np
 from . import _native_loader
 from .errors import InvalidArgument, InvalidPages
 from .dtypes import dlpack_dtype
-from .units import MiB, Device, parse_device, parse_size
+from .args import MiB, Device, parse_device, parse_size
 
 _native = _native_loader.native()
 

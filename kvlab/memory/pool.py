@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from . import _native_loader
 from .errors import InvalidArgument
-from .units import Device, parse_device, parse_size
+from .args import Device, parse_device, parse_size
 
 _native = _native_loader.native()
 

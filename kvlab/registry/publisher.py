@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import re
 import secrets
 import threading
 import time
@@ -14,51 +13,38 @@ import zlib
 import numpy as np
 
 from . import proc
-from .errors import InvalidSize, LimitBelowMinimum, RecordClosed, RecordExists
+from .control import check_control
+from .errors import InvalidSize, RecordClosed, RecordExists
 from .record import (MAGIC, MAX_PAGES, PAGES_OFF, SUFFIX, TMP_PREFIX, VERSION, Control, Header, Record, encode_header,
                      file_size, init_control, write_data)
-from .store import check_name, check_size, registry_dir
-from .view import View
+from .names import check_name, default_name
+from .store import check_size, registry_dir
+from .record_file import RecordFile
 
 _KEEP = object()
 _COUNTERS = ("mapped", "used", "retained", "min", "n_maps", "n_unmaps", "control_ack", "map_ns")
 _live: "weakref.WeakSet[_Owned]" = weakref.WeakSet()
 
 
-def short_model(model: str) -> str:
-    """A model's last path component ("/models/qwen2-tiny/" -> "qwen2-tiny"), as listings show it."""
-    return model.rstrip("/").rsplit("/", 1)[-1]
-
-
-def slug(text: str, width: int) -> str:
-    """``text`` as the start of a valid record name (letters, digits, '.', '_', '-'), at most ``width`` long."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-._")[:width] or "pool"
-
-
-def default_name(model: str, pid: int) -> str:
-    """``<model>-<pid>-<random>``: readable in `kvlab ctl list`, and unique across engines and pid reuse."""
-    return f"{slug(short_model(model), 40)}-{pid}-{secrets.token_hex(2)}"
-
-
 class _Owned:
     """The record file, held open and locked by its owner. Kept apart from Publisher so the finalizer
     (which runs at interpreter exit or when the Publisher is collected) does not keep the Publisher alive."""
 
-    def __init__(self, view: View, pid: int):
-        self.view, self.pid, self.closed = view, pid, False
+    def __init__(self, file: RecordFile, pid: int):
+        self.file, self.pid, self.closed = file, pid, False
         _live.add(self)
 
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
-        path = self.view.path
+        path = self.file.path
         try:  # unlink only our own inode: never a record that replaced ours under the same name
-            if os.stat(path).st_ino == self.view.ident[1]:
+            if os.stat(path).st_ino == self.file.ident[1]:
                 os.unlink(path)
         except FileNotFoundError:
             pass
-        self.view.close()  # drops the lock only after the name is gone
+        self.file.close()  # drops the lock only after the name is gone
         try:
             os.rmdir(path.parent)  # the directory lives only while it holds records; fails if it still does
         except OSError:
@@ -68,7 +54,7 @@ class _Owned:
         """In a forked child: let go of the parent's lock without touching its record."""
         if not self.closed:
             self.closed = True
-            self.view.close()
+            self.file.close()
 
 
 def _after_fork_in_child() -> None:
@@ -86,7 +72,7 @@ class Publisher:
 
     ``name`` defaults to ``<model>-<pid>-<random>``; an explicit name that a live process already uses
     raises RecordExists. Sizes are bytes. ``limit``/``min`` seed the control block that other processes
-    change through ``kvlab.registry.set_limit``/``set_min``; ``control()`` reads it.
+    change through ``kvlab.limits`` (or ``kvlab.registry.set_control``); ``control()`` reads it.
     The record is removed by close(), at interpreter exit, or when the Publisher is garbage-collected;
     if the process is killed, readers reap it.
     """
@@ -102,10 +88,7 @@ class Publisher:
             raise InvalidSize(f"{max_pages} pages is more than a record holds ({MAX_PAGES}): publish bigger pages")
         limit = None if limit is None else check_size(limit, "limit")
         min = check_size(min, "min")
-        if limit is not None and limit < min:
-            raise LimitBelowMinimum(f"limit {limit} is below the minimum guarantee {min}")
-        if min > capacity:
-            raise InvalidSize(f"minimum {min} exceeds the capacity {capacity}")
+        check_control(limit, min, capacity)
         pid, ticks, ns = proc.me()
         name = check_name(name if name is not None else default_name(str(model), pid))
         header = encode_header(Header(MAGIC, VERSION, PAGES_OFF, pid, ticks, ns, max_pages, time.time_ns(),
@@ -116,11 +99,11 @@ class Publisher:
         self._pages_crc = zlib.crc32(b"")
         self.name, self.max_pages = name, max_pages
         self._lock = threading.Lock()  # a seqlock has one writer: threads of the owner take turns
-        view = self._create(registry_dir(root, create=True), root, header, file_size(max_pages), limit, min)
-        self._owned = _Owned(view, pid)
+        file = self._create(registry_dir(root, create=True), root, header, file_size(max_pages), limit, min)
+        self._owned = _Owned(file, pid)
         self._finalizer = weakref.finalize(self, self._owned.close)
 
-    def _create(self, d, root, header: bytes, size: int, limit, minimum) -> View:
+    def _create(self, d, root, header: bytes, size: int, limit, minimum) -> RecordFile:
         """Build the record under a temporary name, locked, then link() it into place: link fails if the
         name exists (O_EXCL for publication), and nobody ever sees a half-written or unlocked record."""
         pid, ticks, ns = proc.me()
@@ -142,21 +125,21 @@ class Publisher:
             os.unlink(tmp)
             raise
         try:
-            view = View(tmp, write=True, fd=fd)  # closes fd itself if it fails
+            file = RecordFile(tmp, write=True, fd=fd)  # closes fd itself if it fails
         except BaseException:
             os.unlink(tmp)
             raise
         try:
-            init_control(view.mm, limit, minimum)
-            write_data(view.mm, view.words, self._fields, b"", self._pages_crc)
-            view.path = d / (self.name + SUFFIX)
-            self._link(tmp, view.path)
+            init_control(file.mm, limit, minimum)
+            write_data(file.mm, file.words, self._fields, b"", self._pages_crc)
+            file.path = d / (self.name + SUFFIX)
+            self._link(tmp, file.path)
         except BaseException:
-            view.close()
+            file.close()
             raise
         finally:
             os.unlink(tmp)
-        return view
+        return file
 
     def _link(self, tmp, path) -> None:
         for _ in range(2):
@@ -165,7 +148,7 @@ class Publisher:
                 return
             except FileExistsError:
                 try:
-                    with View(path) as old:
+                    with RecordFile(path) as old:
                         if old.header is None or old.owner_alive() or not old.reap():
                             break
                 except FileNotFoundError:
@@ -173,14 +156,14 @@ class Publisher:
         raise RecordExists(f"a live process already publishes a pool named {self.name!r}: pick another name "
                            f"or leave name=None for a unique one")
 
-    def _view(self) -> View:
+    def _file(self) -> RecordFile:
         if self._owned.closed:
             raise RecordClosed(f"pool {self.name!r}: publisher is closed (or this is a forked child of its owner)")
-        return self._owned.view
+        return self._owned.file
 
     @property
     def path(self):
-        return self._owned.view.path
+        return self._owned.file.path
 
     @property
     def closed(self) -> bool:
@@ -191,7 +174,7 @@ class Publisher:
                control_ack: int | None = None, map_ns: int | None = None, pages=None) -> int:
         """Publish new values (omitted ones stay) and a heartbeat; returns the record's revision.
 
-        ``pages``: one state per page (PAGE_UNMAPPED/MAPPED/USED, or bools), at most ``max_pages`` long.
+        ``pages``: one state per page (``PageState``, or bools), at most ``max_pages`` long.
         ``limit=None`` publishes "no limit". ``control_ack``: the control revision now applied. ``map_ns``:
         total nanoseconds spent mapping so far.
         """
@@ -200,7 +183,7 @@ class Publisher:
                                 n_unmaps=n_unmaps, control_ack=control_ack, map_ns=map_ns, pages=pages)
 
     def _update(self, *, mapped, used, retained, limit, min, n_maps, n_unmaps, control_ack, map_ns, pages) -> int:
-        view = self._view()
+        file = self._file()
         new = dict(self._fields)
         given = dict(mapped=mapped, used=used, retained=retained, min=min, n_maps=n_maps, n_unmaps=n_unmaps,
                      control_ack=control_ack, map_ns=map_ns)
@@ -215,7 +198,7 @@ class Publisher:
             new["n_pages"], crc = len(data), zlib.crc32(data)
         new["revision"] += 1
         new["heartbeat_ns"] = time.time_ns()
-        write_data(view.mm, view.words, new, data, crc if data is not None else self._pages_crc)
+        write_data(file.mm, file.words, new, data, crc if data is not None else self._pages_crc)
         self._fields = new
         if data is not None:
             self._pages_crc = crc
@@ -239,10 +222,10 @@ class Publisher:
 
     def control(self, timeout: float = 0.5) -> Control:
         """The limit/min other processes asked for; react when ``revision`` changes, then ack it."""
-        return self._view().control(timeout)
+        return self._file().control(timeout)
 
     def record(self) -> Record:
-        return self._view().snapshot()
+        return self._file().snapshot()
 
     def close(self) -> None:
         """Remove the record. Idempotent; in a forked child it leaves the parent's record alone."""

@@ -10,7 +10,7 @@ kvlab version, can decode it):
                   the slot the counter does not point at and then bumps the counter, so a writer killed
                   mid-write leaves the last good slot readable (a seqlock would stay odd forever).
     512  data     written only by the owner, under a seqlock (odd while being written).
-    640  pages    one state byte per page (PAGE_UNMAPPED / PAGE_MAPPED / PAGE_USED), under the same seqlock.
+    640  pages    one state byte per page (``PageState``), under the same seqlock.
 
 The seq and counter words are read and written through numpy uint64 views (one aligned 8-byte access).
 Stores are ordered on x86 but not on ARM, and Python cannot issue fences, so each block also carries a
@@ -19,6 +19,7 @@ crc32: a reader accepts a snapshot only if the sequence word was even and unchan
 
 from __future__ import annotations
 
+import enum
 import struct
 import time
 import zlib
@@ -30,10 +31,19 @@ from .errors import InvalidName
 
 MAGIC = b"KVLABREG"
 VERSION = 2  # 2: the data block gained map_ns
-PAGE_UNMAPPED, PAGE_MAPPED, PAGE_USED = 0, 1, 2
 NO_LIMIT = -1  # stored for "no limit"; Record/Control expose it as None
 SUFFIX, TMP_PREFIX = ".kvr", ".tmp-"  # record files; temp files of creators not yet published
 MAX_PAGES = 1 << 24  # 16 MiB of page states; larger pools should publish coarser pages
+
+
+class PageState(enum.IntEnum):
+    """What one page of a pool holds: the byte per page in a record, a cell of `kvlab top`, a colour of
+    the PageMap."""
+
+    UNMAPPED = 0  # no physical memory behind it
+    MAPPED = 1    # physical memory without a live KV block (free or retained)
+    USED = 2      # holds live KV blocks
+
 
 # magic, version, header size, pid, start ticks, pid namespace | max_pages, created_ns, capacity, page_size,
 # name, model, device, device uuid

@@ -2,7 +2,7 @@
 
 Records are files in one private directory on tmpfs (``/dev/shm/kvlab-<uid>``), so `ls` shows them and
 `rm` cleans up by hand. Files instead of multiprocessing.shared_memory because its resource tracker unlinks
-segments it did not create and cannot tell who owns one. Who may delete what: see view.py.
+segments it did not create and cannot tell who owns one. Who may delete what: see record_file.py.
 """
 
 from __future__ import annotations
@@ -10,18 +10,17 @@ from __future__ import annotations
 import fcntl
 import numbers
 import os
-import re
 import struct
 import tempfile
 from pathlib import Path
 
 from . import proc
-from .errors import (InvalidName, InvalidSize, LimitBelowMinimum, PoolNotFound, RecordBusy, RecordOwned,
-                     RegistryError)
+from .control import check_control
+from .errors import InvalidSize, PoolNotFound, RecordBusy, RecordOwned, RegistryError
+from .names import check_name
 from .record import CTL_OFF, CTL_SIZE, SUFFIX, TMP_PREFIX, Control, Record, write_control
-from .view import View
+from .record_file import RecordFile
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _KEEP = object()
 _default_root: Path | None = None
 
@@ -51,13 +50,6 @@ def registry_dir(root: str | os.PathLike | None = None, create: bool = False) ->
     return path
 
 
-def check_name(name: str) -> str:
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise InvalidName(f"pool name {name!r} must be 1-63 characters of letters, digits, '.', '_' or '-', "
-                          f"starting with a letter or digit")
-    return name
-
-
 def check_size(value, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise InvalidSize(f"{what} must be a whole number of bytes, got {value!r}")
@@ -66,11 +58,11 @@ def check_size(value, what: str) -> int:
     return int(value)
 
 
-def _open_live(name: str, root, write: bool = False) -> View:
+def _open_live(name: str, root, write: bool = False) -> RecordFile:
     """The record of a live pool; reaps it and raises PoolNotFound if its owner is gone."""
     path = registry_dir(root) / (check_name(name) + SUFFIX)
     try:
-        view = View(path, write)
+        view = RecordFile(path, write)
     except FileNotFoundError:
         raise PoolNotFound(f"no pool named {name!r} in {path.parent}; `kvlab ctl list` shows the pools") from None
     h = view.header
@@ -98,7 +90,7 @@ def _scan(root):
         if not entry.endswith(SUFFIX):
             continue
         try:
-            view = View(d / entry)
+            view = RecordFile(d / entry)
         except FileNotFoundError:
             continue  # closed while we listed
         with view:
@@ -162,7 +154,7 @@ def remove(name: str, root: str | os.PathLike | None = None) -> bool:
     """Remove a dead pool's record by name (True if it was there). A live pool's record is refused:
     only its owner removes it."""
     try:
-        view = View(record_path(name, root))
+        view = RecordFile(record_path(name, root))
     except FileNotFoundError:
         return False
     with view:
@@ -181,7 +173,11 @@ def _ofd_lock(fd: int, kind: int) -> None:
 
 
 def set_control(name: str, limit=_KEEP, minimum=_KEEP, root: str | os.PathLike | None = None) -> Control:
-    """Request a limit (None: no limit) and/or a minimum for a live pool; validated, then all or nothing."""
+    """Request a limit (None: no limit) and/or a minimum in bytes for one live pool; checked, then all or nothing.
+
+    The registry's one writer of control blocks. People and notebooks use ``kvlab.limits.set_limit``/``set_min``,
+    which take sizes such as "2G" or "30%" and targets such as a model or a Server, and can wait for the engine.
+    """
     limit = limit if limit is _KEEP or limit is None else check_size(limit, "limit")
     minimum = minimum if minimum is _KEEP else check_size(minimum, "minimum")
     with _open_live(name, root, write=True) as view:
@@ -190,24 +186,12 @@ def set_control(name: str, limit=_KEEP, minimum=_KEEP, root: str | os.PathLike |
             cur = view.control()
             new_limit = cur.limit if limit is _KEEP else limit
             new_min = cur.min if minimum is _KEEP else minimum
-            if new_limit is not None and new_limit < new_min:
-                fix = "lower the minimum first" if minimum is _KEEP else "raise or remove the limit first"
-                raise LimitBelowMinimum(f"pool {name!r}: limit {new_limit} is below its minimum guarantee "
-                                        f"{new_min}; {fix}")
-            if new_min > view.header.capacity:
-                raise InvalidSize(f"pool {name!r}: minimum {new_min} exceeds its capacity {view.header.capacity}")
+            check_control(new_limit, new_min, view.header.capacity, pool=name,
+                          changing="limit" if minimum is _KEEP else "minimum")
             revision = write_control(view.mm, view.words, new_limit, new_min)
         finally:
             _ofd_lock(view.fd, fcntl.F_UNLCK)
     return Control(new_limit, new_min, revision)
-
-
-def set_limit(name: str, limit: int | None, root: str | os.PathLike | None = None) -> Control:
-    return set_control(name, limit=limit, root=root)
-
-
-def set_min(name: str, minimum: int, root: str | os.PathLike | None = None) -> Control:
-    return set_control(name, minimum=minimum, root=root)
 
 
 def record_path(name: str, root: str | os.PathLike | None = None) -> Path:

@@ -13,12 +13,12 @@ except ImportError as e:  # pragma: no cover - depends on the install
     raise ImportError("kvlab.views needs anywidget and ipywidgets: pip install 'kvlab[views]' "
                       "(or pip install anywidget ipywidgets)") from e
 
-from .coalescer import Coalescer, CoalescerSettings, Sampler, default_coalescer
+from .coalescer import Coalescer, CoalescerSettings, PeriodicTask, default_coalescer
 from .controls import LimitControl
 from .dashboard import Dashboard
 from .latency import LatencyView
-from .pagemap import IN_USE, MAPPED_FREE, UNMAPPED, PageMap
+from .pagemap import PageMap
 from .timeline import MemoryTimeline
 
 __all__ = ["Dashboard", "LimitControl", "PageMap", "MemoryTimeline", "LatencyView", "Coalescer", "CoalescerSettings",
-           "Sampler", "default_coalescer", "UNMAPPED", "MAPPED_FREE", "IN_USE"]
+           "PeriodicTask", "default_coalescer"]

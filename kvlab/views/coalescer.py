@@ -38,13 +38,13 @@ class CoalescerSettings:
                              "Jupyter starts dropping messages, above 10 s the view looks frozen")
 
 
-class Sampler:
+class PeriodicTask:
     """A callable run on the coalescer thread every ``interval_s``; stopped when it returns False or raises."""
 
     def __init__(self, fn: Callable[[], bool | None], interval_s: float, name: str = ""):
         if interval_s <= 0:
-            raise ValueError(f"sampler interval must be positive, got {interval_s}")
-        self.fn, self.interval_s, self.name = fn, float(interval_s), name or getattr(fn, "__name__", "sampler")
+            raise ValueError(f"task interval must be positive, got {interval_s}")
+        self.fn, self.interval_s, self.name = fn, float(interval_s), name or getattr(fn, "__name__", "task")
         self.due = 0.0
         self.runs = 0
         self.error: BaseException | None = None  # kept for the user: a background thread cannot raise into a cell
@@ -58,7 +58,7 @@ class Coalescer:
         self.settings = settings or CoalescerSettings()
         self._cond = threading.Condition()
         self._dirty: dict[int, weakref.ref] = {}
-        self._samplers: list[Sampler] = []
+        self._tasks: list[PeriodicTask] = []
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._last_flush = -1e9
@@ -79,19 +79,19 @@ class Coalescer:
             if was_idle:
                 self._cond.notify()
 
-    def add_sampler(self, fn: Callable[[], bool | None], interval_s: float, name: str = "") -> Sampler:
-        s = Sampler(fn, interval_s, name)
+    def add_task(self, fn: Callable[[], bool | None], interval_s: float, name: str = "") -> PeriodicTask:
+        s = PeriodicTask(fn, interval_s, name)
         with self._cond:
-            self._samplers.append(s)
+            self._tasks.append(s)
             self._ensure_thread()
             self._cond.notify()
         return s
 
-    def remove_sampler(self, sampler: Sampler) -> None:
+    def remove_task(self, sampler: PeriodicTask) -> None:
         with self._cond:
             sampler.active = False
-            if sampler in self._samplers:
-                self._samplers.remove(sampler)
+            if sampler in self._tasks:
+                self._tasks.remove(sampler)
 
     def flush_now(self) -> None:
         """Flush every dirty widget in the calling thread (tests, and before saving a notebook)."""
@@ -129,7 +129,7 @@ class Coalescer:
                 if self._stopping:
                     return
                 now = time.monotonic()
-                due = [s for s in self._samplers if s.due <= now and s.active]
+                due = [s for s in self._tasks if s.due <= now and s.active]
                 flush_at = self._last_flush + self.settings.flush_interval_s if self._dirty else None
             for s in due:
                 self._sample(s, now)
@@ -138,15 +138,15 @@ class Coalescer:
             with self._cond:
                 if self._stopping:
                     return
-                waits = [s.due for s in self._samplers]
+                waits = [s.due for s in self._tasks]
                 if self._dirty:
                     waits.append(self._last_flush + self.settings.flush_interval_s)
-                # With nothing to sample or flush, sleep until mark()/add_sampler() notifies: no idle CPU.
+                # With nothing to sample or flush, sleep until mark()/add_task() notifies: no idle CPU.
                 timeout = max(0.0, min(waits) - time.monotonic()) if waits else None
                 if timeout is None or timeout > 0:
                     self._cond.wait(timeout)
 
-    def _sample(self, s: Sampler, now: float) -> None:
+    def _sample(self, s: PeriodicTask, now: float) -> None:
         try:
             keep = s.fn()
         except BaseException as e:  # noqa: BLE001 - a sampler must not kill the thread that serves every widget
@@ -158,7 +158,7 @@ class Coalescer:
         # Schedule from the previous due time so a slow flush does not make the rate drift.
         s.due = max(s.due + s.interval_s, now) if s.due else now + s.interval_s
         if keep is False:
-            self.remove_sampler(s)
+            self.remove_task(s)
 
     def _flush_dirty(self) -> None:
         with self._cond:
@@ -189,7 +189,7 @@ class CoalescedWidget:
         self._lock = threading.RLock()  # guards Python-side state; held only briefly, never while sending
         self._send_lock = threading.Lock()  # one writer per widget, and snapshots go out in order
         self._coalescer = coalescer or default_coalescer()
-        self._samplers: list[Sampler] = []
+        self._tasks: list[PeriodicTask] = []
 
     def _changed(self) -> None:
         self._coalescer.mark(self)
@@ -207,10 +207,10 @@ class CoalescedWidget:
                     for k, v in state.items():
                         setattr(self, k, v)
 
-    def sample(self, fn: Callable[[], bool | None], interval_s: float = 0.2, name: str = "") -> Sampler:
+    def sample(self, fn: Callable[[], bool | None], interval_s: float = 0.2, name: str = "") -> PeriodicTask:
         """Run ``fn`` every ``interval_s`` on the views thread (e.g. to poll an arena) until ``close()``."""
-        s = self._coalescer.add_sampler(fn, interval_s, name)
-        self._samplers.append(s)
+        s = self._coalescer.add_task(fn, interval_s, name)
+        self._tasks.append(s)
         return s
 
     def flush(self) -> None:
@@ -219,10 +219,10 @@ class CoalescedWidget:
 
     def close(self) -> None:
         # Also runs from Widget.__del__ when __init__ raised before _init_coalesced.
-        for s in getattr(self, "_samplers", []):
-            self._coalescer.remove_sampler(s)
-        if hasattr(self, "_samplers"):
-            self._samplers.clear()
+        for s in getattr(self, "_tasks", []):
+            self._coalescer.remove_task(s)
+        if hasattr(self, "_tasks"):
+            self._tasks.clear()
         super().close()  # type: ignore[misc]
 
 

@@ -23,11 +23,13 @@ import ipywidgets as widgets
 import numpy as np
 
 from kvlab.lab.targets import flatten, require
-from kvlab.registry.publisher import short_model
+from kvlab.registry.names import short_model
 
 from .controls import LimitControl
 from .latency import LatencyView
-from .pagemap import IN_USE, MAPPED_FREE, UNMAPPED, PageMap
+from kvlab.registry import PageState
+
+from .pagemap import PageMap
 from .timeline import MemoryTimeline
 
 log = logging.getLogger("kvlab.views")
@@ -38,11 +40,10 @@ _running: "weakref.WeakSet[Dashboard]" = weakref.WeakSet()
 
 
 def _page_lut() -> np.ndarray:
-    from kvlab.registry import PAGE_MAPPED, PAGE_UNMAPPED, PAGE_USED
-
     # A state this kvlab does not know (a newer engine's) is drawn as mapped: it holds memory.
-    lut = np.full(256, MAPPED_FREE, np.uint8)
-    lut[PAGE_UNMAPPED], lut[PAGE_MAPPED], lut[PAGE_USED] = UNMAPPED, MAPPED_FREE, IN_USE
+    lut = np.full(256, PageState.MAPPED, np.uint8)
+    for state in PageState:
+        lut[state] = state
     return lut
 
 

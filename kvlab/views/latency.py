@@ -7,15 +7,14 @@ flush costs the same whether 10 or 10 000 requests finished since the last one.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import anywidget
 import numpy as np
 import traitlets as t
 
+from . import assets
 from .coalescer import CoalescedWidget, Coalescer
 
-_STATIC = Path(__file__).parent / "static"
 METRICS = ("ttft", "e2e")
 PERCENTILES = (50, 90, 99)
 
@@ -48,8 +47,8 @@ class LatencyView(CoalescedWidget, anywidget.AnyWidget):
     >>> lv.add("llama-1b", ttft_s=[0.02, 0.05], e2e_s=[0.7, 1.1])      # many at once
     """
 
-    _esm = _STATIC / "latency.js"
-    _css = _STATIC / "views.css"
+    _esm = assets.esm("latency.js")
+    _css = assets.css()
 
     models = t.List(t.Unicode()).tag(sync=True)
     edges = t.List(t.Float()).tag(sync=True)  # bin edges in seconds, shared by every histogram

@@ -7,17 +7,17 @@ when its bytes changed. Pools whose bytes did not change are not marked dirty at
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable
 
 import anywidget
 import numpy as np
 import traitlets as t
 
+from kvlab.registry.record import PageState
+
+from . import assets
 from .coalescer import CoalescedWidget, Coalescer
 
-UNMAPPED, MAPPED_FREE, IN_USE = 0, 1, 2
-_STATIC = Path(__file__).parent / "static"
 
 
 def _as_states(states) -> bytes:
@@ -25,10 +25,10 @@ def _as_states(states) -> bytes:
     if arr.ndim != 1:
         raise ValueError(f"page states must be 1-D (one entry per page), got shape {arr.shape}")
     if arr.dtype == np.bool_:  # a mapped mask, e.g. Arena.mapped: mapped pages count as in use
-        arr = arr.astype(np.uint8) * IN_USE
+        arr = arr.astype(np.uint8) * int(PageState.USED)
     elif not np.issubdtype(arr.dtype, np.integer):
         raise ValueError(f"page states must be integers 0/1/2 or a boolean mask, got dtype {arr.dtype}")
-    elif arr.size and (arr.min() < 0 or arr.max() > IN_USE):
+    elif arr.size and (arr.min() < 0 or arr.max() > PageState.USED):
         raise ValueError("page states must be 0 (unmapped), 1 (mapped, free or retained) or 2 (in use); "
                          f"got values in [{arr.min()}, {arr.max()}]")
     return np.ascontiguousarray(arr, dtype=np.uint8).tobytes()
@@ -52,8 +52,8 @@ class PageMap(CoalescedWidget, anywidget.AnyWidget):
     (bytes per KV block, to name the blocks a page holds) and ``label``; other keys are listed as is.
     """
 
-    _esm = _STATIC / "pagemap.js"
-    _css = _STATIC / "views.css"
+    _esm = assets.esm("pagemap.js")
+    _css = assets.css()
 
     # {pool: uint8 bytes}: ipywidgets lifts nested bytes out of the JSON into binary buffers.
     states = t.Dict().tag(sync=True)
@@ -145,7 +145,7 @@ class PageMap(CoalescedWidget, anywidget.AnyWidget):
             if used is not None:
                 states += (np.asarray(used(), dtype=bool) & mapped).astype(np.uint8)
             else:
-                states *= IN_USE
+                states *= int(PageState.USED)
             pm.update(pool, states, info)
             return True
 

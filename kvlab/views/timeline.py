@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from pathlib import Path
 
 import anywidget
 import numpy as np
 import traitlets as t
 
+from . import assets
 from .coalescer import CoalescedWidget, Coalescer
 
-_STATIC = Path(__file__).parent / "static"
 
 
 class MemoryTimeline(CoalescedWidget, anywidget.AnyWidget):
@@ -30,8 +29,8 @@ class MemoryTimeline(CoalescedWidget, anywidget.AnyWidget):
     >>> tl.set_limit("a", 4 << 30); tl.mark(time.time(), "burst starts")
     """
 
-    _esm = _STATIC / "timeline.js"
-    _css = _STATIC / "views.css"
+    _esm = assets.esm("timeline.js")
+    _css = assets.css()
 
     columns = t.List(t.Unicode()).tag(sync=True)  # model names, in column order after t and total
     base = t.Bytes(b"").tag(sync=True)

@@ -6,8 +6,9 @@ import time
 import pytest
 
 from kvlab.lab import Telemetry
-from kvlab.lab.probes import host_memory, parse_metrics, rss
-from kvlab.registry import PAGE_MAPPED, PAGE_USED, Publisher
+from kvlab.lab.probes import parse_metrics, rss
+from kvlab.meminfo import host_memory
+from kvlab.registry import PageState, Publisher
 from tests.waiting import until  # noqa: E402
 
 MiB = 1 << 20
@@ -19,7 +20,7 @@ def test_pools_devices_events_and_listeners(tmp_path):
     root = tmp_path / "registry"
     seen = []
     with Publisher("model-a", capacity=64 * MiB, page_size=2 * MiB, name="pool-a", root=root) as pub:
-        pub.update(mapped=4 * MiB, used=2 * MiB, pages=[PAGE_USED, PAGE_MAPPED] + [0] * 30)
+        pub.update(mapped=4 * MiB, used=2 * MiB, pages=[PageState.USED, PageState.MAPPED] + [0] * 30)
         tel = Telemetry(None, interval=0.05, registry_root=root)
         tel.add_listener(seen.append)
         with tel:
@@ -46,8 +47,8 @@ def test_pools_devices_events_and_listeners(tmp_path):
     first = seen[0]
     pool = first.pools["pool-a"]
     assert pool.model == "model-a" and pool.pid == os.getpid() and pool.page_size == 2 * MiB
-    assert list(pool.pages[:3]) == [PAGE_USED, PAGE_MAPPED, 0]
-    total, used = host_memory()
+    assert list(pool.pages[:3]) == [PageState.USED, PageState.MAPPED, 0]
+    total, used, _ = host_memory()
     assert first.devices["cpu"].total == total and 0 < first.devices["cpu"].used < total
     assert not tel.errors
 

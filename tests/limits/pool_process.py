@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from kvlab.registry import PAGE_MAPPED, PAGE_USED, Publisher
+from kvlab.registry import PageState, Publisher
 
 MiB, GiB, PAGE = 1 << 20, 1 << 30, 2 << 20
 
@@ -27,8 +27,8 @@ def main(name: str, model: str) -> None:
             seen = ctl.revision
             mapped = want if ctl.limit is None else min(want, ctl.limit // PAGE * PAGE)
             pages = np.zeros(GiB // PAGE, np.uint8)
-            pages[:mapped // PAGE] = PAGE_MAPPED
-            pages[:mapped // PAGE // 2] = PAGE_USED
+            pages[:mapped // PAGE] = PageState.MAPPED
+            pages[:mapped // PAGE // 2] = PageState.USED
             pub.update(mapped=mapped, used=mapped // 2, limit=ctl.limit, min=ctl.min, n_maps=mapped // PAGE,
                        control_ack=ctl.revision, pages=pages)
             if seen == 0:

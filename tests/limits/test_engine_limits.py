@@ -19,7 +19,8 @@ import pytest
 
 pytest.importorskip("vllm")
 
-from kvlab import limits, registry, sysinfo  # noqa: E402
+from kvlab import limits, registry  # noqa: E402
+from kvlab.meminfo import host_memory  # noqa: E402
 from tests.engines.vllm_batch import prompts  # noqa: E402
 from tests.engines.vllm_helpers import PeakResidency, resident_bytes  # noqa: E402
 from tests.waiting import until  # noqa: E402
@@ -124,7 +125,7 @@ def test_limit_shrinks_an_idle_multiprocess_engine_and_unlimit_lets_it_grow(serv
     # reaches 96 (cause not found; the message below tells a low device cap from little overlap).
     after = registry.read(server.pool_name, root).as_dict()
     after.pop("pages")
-    why = f"peak {sampled.peak >> 20} MiB, MemAvailable {sysinfo.host_memory()[1] >> 20} MiB after; record {after}"
+    why = f"peak {sampled.peak >> 20} MiB, MemAvailable {host_memory().free >> 20} MiB after; record {after}"
     assert sampled.peak > 24 * MiB and after["n_maps"] > maps_before, why
     assert until(lambda: resident_bytes(*arena) == CHUNK + RESERVE, 10)
 

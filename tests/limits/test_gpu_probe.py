@@ -17,7 +17,8 @@ CODE = """
 import json, sys
 from kvlab.engines.vllm import headroom
 name, uuid, probe = headroom.device_probe("cuda", 0)
-free, total = probe()
+reading = probe()
+free, total = reading.free, reading.total
 print(json.dumps({"name": name, "uuid": uuid, "free": free, "total": total, "torch": "torch" in sys.modules}))
 """
 

@@ -12,7 +12,8 @@ from kvlab.engines.vllm import headroom
 from kvlab.engines.vllm.planner import ChunkPlanner
 from kvlab.engines.vllm.pool_record import PoolRecord
 from kvlab.engines.vllm.watcher import PoolWatcher
-from kvlab.registry import PAGE_MAPPED, PAGE_USED, Publisher, list_records
+from kvlab.meminfo import MemoryReading
+from kvlab.registry import LimitBelowMinimum, PageState, Publisher, list_records
 
 MiB, GiB = 1 << 20, 1 << 30
 CHUNK = 8 * MiB
@@ -80,7 +81,7 @@ class _Probe:
     """Free memory as a test sets it (the policy is what is under test here)."""
 
     def __init__(self, free, total):
-        self.value = (free, total)
+        self.value = MemoryReading(total, total - free, free)
 
     def __call__(self):
         return self.value
@@ -98,7 +99,7 @@ def test_watcher_turns_measurements_into_a_cap_and_wakes_on_control_changes(root
         with Publisher("other", GiB, 2 * MiB, name="other", min=4 * CHUNK):
             w.measure()
             assert planner.device_cap == 1 + 6          # chunk 0 + (10 chunks free - 4 owed to "other")
-            probe.value = (GiB // 2, 20 * GiB)             # the device filled up under us
+            probe.value = MemoryReading(20 * GiB, 20 * GiB - GiB // 2, GiB // 2)            # the device filled up under us
             w._scanned = 0
             w.measure()
             assert planner.device_cap == 2              # only the pool's own 16 MiB guarantee remains
@@ -126,8 +127,8 @@ def test_record_pages_show_chunks_in_use_mapped_and_unmapped(root):
         rec = list_records(root)[0]
         states = rec.page_states()
         assert len(states) == 8 * 4 and rec.page_size == 2 * MiB
-        assert list(states[:8]) == [PAGE_USED, PAGE_MAPPED, PAGE_MAPPED, PAGE_MAPPED,
-                                    PAGE_USED, PAGE_USED, PAGE_MAPPED, PAGE_MAPPED]
+        assert list(states[:8]) == [PageState.USED, PageState.MAPPED, PageState.MAPPED, PageState.MAPPED,
+                                    PageState.USED, PageState.USED, PageState.MAPPED, PageState.MAPPED]
         assert not states[8:].any()
         assert (rec.mapped, rec.used, rec.retained, rec.n_maps) == (2 * CHUNK, 3 * CHUNK // 4, 0, 4)
     finally:
@@ -140,7 +141,7 @@ def test_settings_refuse_bad_headroom_and_min(bad):
 
     with pytest.raises(ValueError):
         ElasticSettings.from_env({"KVLAB_HEADROOM": bad} if "%" in bad or bad == "lots" else {"KVLAB_MIN": bad})
-    with pytest.raises(ValueError, match="below KVLAB_MIN"):
+    with pytest.raises(LimitBelowMinimum, match="below its minimum guarantee"):
         ElasticSettings.from_env({"KVLAB_LIMIT": "1G", "KVLAB_MIN": "2G"})
     s = ElasticSettings.from_env({"KVLAB_POOL_NAME": "my-pool", "KVLAB_MIN": "1G", "KVLAB_HEADROOM": "10%"})
     assert (s.pool_name, s.min, s.headroom) == ("my-pool", 1 << 30, "10%")

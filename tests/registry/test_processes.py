@@ -60,7 +60,7 @@ def test_limit_from_a_third_process_reaches_the_owner(root, spawn):
     assert time.monotonic() - t0 < 1.0
     assert (rec.limit, rec.min) == (16 << 20, 4 << 20)
     assert rec.control == registry.Control(16 << 20, 4 << 20, revision)
-    registry.set_limit(name, None, root)  # unlimit, from this process this time
+    registry.set_control(name, limit=None, root=root)  # unlimit, from this process this time
     rec = _wait_for(lambda: (r := registry.read(name, root)).control_ack == revision + 1 and r)
     assert rec.limit is None and rec.min == 4 << 20
     stop.set()

@@ -21,7 +21,7 @@ def test_roundtrip_of_every_field(root):
     with _pub(root, model="org/Model-1", name="p0", device="cuda:1", device_uuid="GPU-1234", limit=6 << 20,
               min=2 << 20) as pub:
         rev = pub.update(mapped=4 << 20, used=2 << 20, retained=2 << 20, n_maps=5, n_unmaps=3, map_ns=123456789,
-                         pages=np.array([registry.PAGE_USED, registry.PAGE_MAPPED, 0, 0], dtype=np.uint8))
+                         pages=np.array([registry.PageState.USED, registry.PageState.MAPPED, 0, 0], dtype=np.uint8))
         rec = registry.read("p0")  # default root is the fixture's
         assert (rec.name, rec.model, rec.device, rec.device_uuid) == ("p0", "org/Model-1", "cuda:1", "GPU-1234")
         assert (rec.pid, rec.start_ticks) == (os.getpid(), registry.proc.me()[1])
@@ -48,7 +48,7 @@ def test_bad_input_gives_typed_errors_and_changes_nothing(root):
     with pytest.raises(registry.PoolNotFound, match="no pool named 'nope'"):
         registry.read("nope")
     with pytest.raises(registry.PoolNotFound):
-        registry.set_limit("nope", 1 << 20)
+        registry.set_control("nope", limit=1 << 20)
     for bad in ("", "../x", ".hidden", "a/b", "x" * 64, 7):
         with pytest.raises(registry.InvalidName):
             registry.read(bad)
@@ -56,15 +56,15 @@ def test_bad_input_gives_typed_errors_and_changes_nothing(root):
         before = registry.read("p")
         for bad in (-1, "2G", 1.5, True, None):
             with pytest.raises(registry.InvalidSize):
-                registry.set_min("p", bad)
+                registry.set_control("p", minimum=bad)
         for bad in (-1, "2G", 1.5, True, 1 << 63):
             with pytest.raises(registry.InvalidSize):
-                registry.set_limit("p", bad)
+                registry.set_control("p", limit=bad)
         with pytest.raises(registry.LimitBelowMinimum, match="below its minimum"):
-            registry.set_limit("p", 1 << 20)
-        registry.set_limit("p", 4 << 20)
+            registry.set_control("p", limit=1 << 20)
+        registry.set_control("p", limit=4 << 20)
         with pytest.raises(registry.LimitBelowMinimum, match="raise or remove the limit"):
-            registry.set_min("p", 6 << 20)
+            registry.set_control("p", minimum=6 << 20)
         with pytest.raises(registry.InvalidSize, match="exceeds its capacity"):
             registry.set_control("p", limit=None, minimum=9 << 20)
         assert registry.read("p").control == registry.Control(4 << 20, 2 << 20, 1)
@@ -176,7 +176,7 @@ def test_garbage_collected_publisher_removes_its_record(root):
 def test_seqlock_and_crcs_reject_inconsistent_snapshots(root):
     with _pub(root, name="p") as pub:
         pub.update(mapped=2 << 20, pages=[1])
-        view = pub._owned.view
+        view = pub._owned.file
         mm, words = view.mm, view.words
         words[record.DATA_SEQ] += 1  # the owner is mid-update (or stopped there)
         assert record.try_read_data(mm, words, pub.max_pages) is None
@@ -188,12 +188,12 @@ def test_seqlock_and_crcs_reject_inconsistent_snapshots(root):
         mm[record.DATA_OFF + 24] ^= 0xFF
         assert registry.read("p").mapped == 2 << 20
 
-        ctl = registry.set_limit("p", 4 << 20)
+        ctl = registry.set_control("p", limit=4 << 20)
         # A control writer killed after filling the next slot, before committing it: the last value stands.
         nxt = record.CTL_SLOTS[(ctl.revision + 1) & 1]
         mm[nxt:nxt + record.CTL_SLOT.size] = b"\xff" * record.CTL_SLOT.size
         assert pub.control() == ctl
-        assert registry.set_limit("p", 8 << 20).revision == ctl.revision + 1  # and the next writer just goes on
+        assert registry.set_control("p", limit=8 << 20).revision == ctl.revision + 1  # and the next writer just goes on
         cur = record.CTL_SLOTS[(ctl.revision + 1) & 1]
         mm[cur + 8] ^= 1  # a committed slot that does not match its crc is never returned
         assert record.try_read_control(mm, words) is None

@@ -16,7 +16,7 @@ import pytest
 from tests.chromium import browser  # noqa: F401  (the shared Chromium fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
-FILES = {"static": ROOT / "kvlab" / "views" / "static", "ui": Path(__file__).resolve().parent}
+FILES = {"widgets": ROOT / "widgets", "ui": Path(__file__).resolve().parent}
 ORIGIN = "http://kvlab.test"
 
 

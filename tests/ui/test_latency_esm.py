@@ -11,7 +11,7 @@ views = pytest.importorskip("kvlab.views")
 MOUNT = f"""async (state) => {{
   const t = await import("{ORIGIN}/ui/fake_model.js");
   window.t = t;
-  window.w = await t.mount("{ORIGIN}/static/latency.js", state);
+  window.w = await t.mount("{ORIGIN}/widgets/latency.js", state);
 }}"""
 ROW = "(m) => [...document.querySelectorAll(`tr[data-model='${m}'] td`)].map(td => td.textContent)"
 

@@ -11,7 +11,7 @@ views = pytest.importorskip("kvlab.views")
 MOUNT = f"""async (state) => {{
   const t = await import("{ORIGIN}/ui/fake_model.js");
   window.t = t;
-  window.w = await t.mount("{ORIGIN}/static/pagemap.js", state);
+  window.w = await t.mount("{ORIGIN}/widgets/pagemap.js", state);
 }}"""
 # Cell centre of page p in a pool's canvas (layout read back from the painted canvas).
 CELL = """(p) => { const c = document.querySelector('[data-pool="a"] canvas');

@@ -10,7 +10,7 @@ views = pytest.importorskip("kvlab.views")
 MOUNT = f"""async (state) => {{
   const t = await import("{ORIGIN}/ui/fake_model.js");
   window.t = t;
-  window.w = await t.mount("{ORIGIN}/static/timeline.js", state);
+  window.w = await t.mount("{ORIGIN}/widgets/timeline.js", state);
 }}"""
 GiB = 1 << 30
 

@@ -75,15 +75,15 @@ def test_widget_storm_sends_at_most_10_messages_per_second(cap, coalescer):
 
 def test_sampler_runs_on_schedule_and_stops_on_false(coalescer):
     calls = []
-    s = coalescer.add_sampler(lambda: calls.append(time.monotonic()) or len(calls) < 5, 0.02)
+    s = coalescer.add_task(lambda: calls.append(time.monotonic()) or len(calls) < 5, 0.02)
     time.sleep(0.3)
-    assert len(calls) == 5 and s.runs == 5 and s not in coalescer._samplers
+    assert len(calls) == 5 and s.runs == 5 and s not in coalescer._tasks
 
 
 def test_sampler_error_is_kept_not_raised(coalescer):
     def boom():
         raise RuntimeError("arena went away")
-    s = coalescer.add_sampler(boom, 0.01)
+    s = coalescer.add_task(boom, 0.01)
     time.sleep(0.1)
     assert isinstance(s.error, RuntimeError) and coalescer.errors == 1 and s.runs == 1
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("anywidget")
-from kvlab.registry import PAGE_MAPPED, PAGE_UNMAPPED, PAGE_USED, Publisher  # noqa: E402
+from kvlab.registry import PageState, Publisher  # noqa: E402
 from tests.waiting import wait_for  # noqa: E402
 
 PAGE = 2 << 20
@@ -55,9 +55,9 @@ def front_state(cap, widget, coalescer):
 
 
 def pages(n_used, n_mapped):
-    s = np.full(PAGES, PAGE_UNMAPPED, np.uint8)
-    s[:n_mapped] = PAGE_MAPPED
-    s[:n_used] = PAGE_USED
+    s = np.full(PAGES, PageState.UNMAPPED, np.uint8)
+    s[:n_mapped] = PageState.MAPPED
+    s[:n_used] = PageState.USED
     return s
 
 
@@ -286,7 +286,7 @@ def test_a_restarted_pool_comes_back_under_its_name(cap, coalescer, dash, pools,
     wait_for(lambda: dash.pagemap.counts("alpha")["in_use"] == 0, what="pages cleared")
     with Publisher(str(servers[0].model), 2 * PAGES * PAGE, PAGE, name=servers[0].pool_name) as again:
         states = np.zeros(2 * PAGES, np.uint8)  # the server started again: same pool name, a bigger reservation
-        states[:9], states[:7] = PAGE_MAPPED, PAGE_USED
+        states[:9], states[:7] = PageState.MAPPED, PageState.USED
         again.update(mapped=9 * PAGE, used=7 * PAGE, pages=states)
         wait_for(lambda: dash.pagemap.counts("alpha")["in_use"] == 7, what="the restarted pool's pages")
         assert sum(dash.pagemap.counts("alpha").values()) == 2 * PAGES

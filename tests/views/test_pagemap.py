@@ -6,13 +6,14 @@ import pytest
 
 pytest.importorskip("anywidget", reason="kvlab.views needs anywidget (pip install anywidget ipywidgets)")
 
-from kvlab.views import IN_USE, MAPPED_FREE, UNMAPPED, PageMap
+from kvlab.registry import PageState
+from kvlab.views import PageMap
 from tests.waiting import until  # noqa: E402
 
 
 def test_states_travel_as_one_byte_per_page(cap, coalescer):
     pm = PageMap(coalescer=coalescer)
-    states = np.array([UNMAPPED, MAPPED_FREE, IN_USE, IN_USE], np.uint8)
+    states = np.array([PageState.UNMAPPED, PageState.MAPPED, PageState.USED, PageState.USED], np.uint8)
     assert pm.update("a", states, {"page_size": np.int64(2 << 20), "device": object.__class__})
     pm.flush()
     assert pm.states == {"a": states.tobytes()} and pm.order == ["a"]
@@ -36,7 +37,7 @@ def test_mask_and_bad_input():
     pm = PageMap()
     pm.update("m", np.array([True, False]))
     pm.flush()
-    assert pm.states["m"] == bytes([IN_USE, UNMAPPED])
+    assert pm.states["m"] == bytes([PageState.USED, PageState.UNMAPPED])
     with pytest.raises(ValueError, match="0 \\(unmapped\\)"):
         pm.update("x", np.array([3]))
     with pytest.raises(ValueError, match="1-D"):
@@ -62,17 +63,17 @@ def test_from_arena_follows_map_and_unmap(cap, coalescer):
         pm = PageMap.from_arena(arena, name="kv", interval_s=0.02, coalescer=coalescer)
         assert pm.counts("kv")["unmapped"] == arena.n_pages == 32
         arena.map(range(4, 12))
-        assert until(lambda: pm.states.get("kv", b"")[4:12] == bytes([IN_USE] * 8), 2.0, 0.01)
+        assert until(lambda: pm.states.get("kv", b"")[4:12] == bytes([PageState.USED] * 8), 2.0, 0.01)
         arena.unmap(range(4, 8))
-        want = bytes([0] * 8 + [IN_USE] * 4 + [0] * 20)
+        want = bytes([0] * 8 + [PageState.USED] * 4 + [0] * 20)
         assert until(lambda: pm.states["kv"] == want, 2.0, 0.01)
         # and a front end got it (the message leaves just after the trait is set: wait for it too)
         assert until(lambda: cap.state(pm.comm.comm_id)["states"]["kv"] == want, 2.0, 0.01)
         assert pm.infos["kv"]["page_size"] == arena.page_size
-    assert until(lambda: pm.infos["kv"].get("label") == "closed" and not pm._samplers[0].active, 2.0, 0.01)
+    assert until(lambda: pm.infos["kv"].get("label") == "closed" and not pm._tasks[0].active, 2.0, 0.01)
     assert pm.states["kv"] == bytes(32)
     pm.close()
-    assert not pm._samplers
+    assert not pm._tasks
 
 
 def test_from_arena_tells_free_pages_apart(coalescer):
@@ -84,5 +85,5 @@ def test_from_arena_tells_free_pages_apart(coalescer):
         used[:2] = True
         pm = PageMap.from_arena(arena, name="kv", used=lambda: used, coalescer=coalescer)
         pm.flush()
-        assert pm.states["kv"][:5] == bytes([IN_USE, IN_USE, MAPPED_FREE, MAPPED_FREE, UNMAPPED])
+        assert pm.states["kv"][:5] == bytes([PageState.USED, PageState.USED, PageState.MAPPED, PageState.MAPPED, PageState.UNMAPPED])
         pm.close()

@@ -18,25 +18,24 @@ Blocks of unmapped chunks are *parked*: ref_cnt 0, no hash, not linked, invisibl
 
 from __future__ import annotations
 
-from vllm.v1.core.kv_cache_utils import FreeKVCacheBlockQueue
-
+from . import compat
 from .planner import ChunkPlanner
 
 
-class ElasticFreeQueue(FreeKVCacheBlockQueue):
+class ElasticFreeQueue(compat.free_queue_base()):
     def __init__(self, pool, planner: ChunkPlanner):
         self._planner = planner
         self._pool = pool
         self._linked = 0
         # When each block last entered the queue (the planner's clock): whether its cache entry is young.
-        self._freed_at = [0.0] * len(pool.blocks)
+        self._freed_at = [0.0] * len(compat.pool_blocks(pool))
         k = planner.k
         blocks = []
+        all_blocks = compat.pool_blocks(pool)
         for c in range(planner.num_chunks):
             if planner.mapped[c]:
-                blocks.extend(b for b in pool.blocks[c * k:(c + 1) * k] if not b.is_null and b.ref_cnt == 0)
-        for b in pool.blocks:  # park everything else: drop the links the old queue left on them
-            b.prev_free_block = b.next_free_block = None
+                blocks.extend(b for b in all_blocks[c * k:(c + 1) * k] if not b.is_null and b.ref_cnt == 0)
+        compat.unlink_all(all_blocks)  # park everything else: drop the links the old queue left on them
         super().__init__(blocks)
         self._linked = len(blocks)
         planner.on_free(b.block_id for b in blocks)
@@ -71,20 +70,14 @@ class ElasticFreeQueue(FreeKVCacheBlockQueue):
         if self._linked < n:
             return True
         young = self._planner.now - self._planner.release_delay / 2
-        freed_at, tail = self._freed_at, self.fake_free_list_tail
-        count, block = 0, self.fake_free_list_head.next_free_block
-        while count < n and block is not tail and block is not None:
-            if block.block_hash is not None and freed_at[block.block_id] > young:
-                return True
-            count += 1
-            block = block.next_free_block
-        return False
+        freed_at = self._freed_at
+        return any(b.block_hash is not None and freed_at[b.block_id] > young for b in compat.first_linked(self, n))
 
     def _ensure(self, n: int) -> None:
         planner = self._planner
         while planner.growable_chunks() > 0 and self._needs_growth(n):
             c = planner.grow()
-            fresh = self._pool.blocks[c * planner.k:(c + 1) * planner.k]
+            fresh = compat.pool_blocks(self._pool)[c * planner.k:(c + 1) * planner.k]
             super().prepend_n(fresh)
             planner.on_free(b.block_id for b in fresh)
 
@@ -127,13 +120,10 @@ class ElasticFreeQueue(FreeKVCacheBlockQueue):
     def release(self, chunk: int) -> None:
         """Evict and unlink every block of a fully free chunk, then record it for unmapping."""
         planner, pool = self._planner, self._pool
-        blocks = pool.blocks[chunk * planner.k:(chunk + 1) * planner.k]
-        if any(b.ref_cnt or b.is_null or b.prev_free_block is None for b in blocks):
+        blocks = compat.pool_blocks(pool)[chunk * planner.k:(chunk + 1) * planner.k]
+        if any(b.ref_cnt or b.is_null or not compat.is_linked(b) for b in blocks):
             raise RuntimeError(f"kvlab: chunk {chunk} is not fully free; refusing to release it")
-        watchers = getattr(pool, "_reuse_watchers", None)
-        if watchers:  # readers of unpinned blocks must stop before the memory goes (vLLM >= 0.30)
-            pool._notify_reuse([b for b in blocks if b.block_id in watchers])
+        compat.forget_blocks(pool, blocks)  # nothing may read the chunk's memory once it goes
         for b in blocks:
-            pool._maybe_evict_cached_block(b)
             super().remove(b)
         planner.mark_released(chunk)

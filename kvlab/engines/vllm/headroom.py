@@ -25,7 +25,8 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from kvlab import sysinfo, units
+from kvlab import units
+from kvlab.meminfo import MemoryReading, host_memory
 from kvlab.nvml import Nvml
 
 REFRESH = 0.25            # seconds between measurements (the watcher's cadence)
@@ -71,12 +72,7 @@ def resolve_headroom(spec: str, total: int, is_cuda: bool) -> int:
     return units.resolve(spec, total)
 
 
-# ---- probes: (free, total) bytes of one device, or None when unknown ---------------------------------
-
-def host_memory() -> tuple[int, int]:
-    total, available = sysinfo.host_memory()
-    return available, total
-
+# ---- probes: a MemoryReading of one device, or None when unknown ------------------------------------
 
 class _NvmlDevice:
     """Free and total bytes of the device CUDA calls ``index``, read through NVML (no CUDA context)."""
@@ -88,12 +84,11 @@ class _NvmlDevice:
         self.index = self.nvml.index_of_cuda(index, os.environ.get("CUDA_VISIBLE_DEVICES", ""))
         self.uuid = self.nvml.uuid(self.index)
 
-    def __call__(self) -> tuple[int, int]:
-        total, _, free = self.nvml.memory(self.index)
-        return free, total
+    def __call__(self) -> MemoryReading:
+        return self.nvml.memory(self.index)
 
 
-def _torch_if_initialized(index: int) -> Callable[[], tuple[int, int] | None]:
+def _torch_if_initialized(index: int) -> Callable[[], MemoryReading | None]:
     def probe():
         import sys
 
@@ -101,11 +96,11 @@ def _torch_if_initialized(index: int) -> Callable[[], tuple[int, int] | None]:
         if torch is None or not torch.cuda.is_initialized():
             return None  # creating a CUDA context here would cost the device ~500 MiB
         free, total = torch.cuda.mem_get_info(index)
-        return int(free), int(total)
+        return MemoryReading(int(total), int(total - free), int(free))
     return probe
 
 
-def device_probe(device_type: str, index: int = 0) -> tuple[str, str, Callable[[], tuple[int, int] | None]]:
+def device_probe(device_type: str, index: int = 0) -> tuple[str, str, Callable[[], MemoryReading | None]]:
     """(device name, device UUID or "", probe) for the device an engine's rank 0 uses."""
     if device_type != "cuda":
         return "cpu", "", host_memory

@@ -1,7 +1,7 @@
 """Worker side: the KV buffer as an Arena view, and the page plans applied before each forward pass.
 
-vLLM allocates the KV cache inside ``Worker._maybe_get_memory_pool_context("kv_cache")`` (0.24 and
-0.32 alike). The elastic worker returns ``allocation_context()`` there: a TorchFunctionMode that
+vLLM allocates the KV cache inside its worker's memory-pool context for "kv_cache" (see
+``compat.KVAllocationHook``). The elastic worker returns ``allocation_context()`` there: a TorchFunctionMode that
 answers exactly the expected ``torch.zeros(n, dtype=int8)`` calls with views of one reserved,
 unmapped arena, so the buffer is never zero-filled and costs no memory until chunks are mapped.
 Allocations are handle-aligned; what vLLM then binds to its layers is read back by ``layout.page_table``,
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import threading
 import weakref
 
@@ -23,6 +22,7 @@ from torch.overrides import TorchFunctionMode
 
 from kvlab.memory import Arena, KvlabMemoryError
 
+from . import compat
 from .geometry import ChunkGeometry
 from .layout import page_table
 from .planner import PagePlan
@@ -39,15 +39,6 @@ def local_workers(engine_id: str) -> list["WorkerMapper"]:
     multi-process engine."""
     with _local_lock:
         return [m for m in (r() for r in _local.get(engine_id, ())) if m is not None and not m.closed]
-
-
-def _expected_allocations(kv_cache_config) -> list[int]:
-    tensors = kv_cache_config.kv_cache_tensors
-    if tensors and hasattr(tensors[0], "layer_stride"):  # vLLM >= 0.30: one backing buffer for all layers
-        return [tensors[0].size]
-    if any(getattr(t, "block_stride", 0) > 0 for t in tensors):
-        raise ValueError("kvlab elastic memory does not support vLLM's packed (block-outermost) KV buffers yet")
-    return [t.size for t in tensors]
 
 
 class _ArenaAllocation(TorchFunctionMode):
@@ -71,7 +62,7 @@ class WorkerMapper:
         handle = settings.handle_bytes
         self.geometry = ChunkGeometry.from_kv_cache_config(kv_cache_config, handle)
         self.geometry.require_aligned()
-        self.pending = _expected_allocations(kv_cache_config)
+        self.pending = compat.kv_buffer_sizes(kv_cache_config)
         capacity = sum(-(-n // handle) * handle for n in self.pending)
         self.arena = Arena(capacity, device="cpu" if device.type == "cpu" else f"cuda:{device.index or 0}",
                            page_size=settings.page_size, handle_size=handle)
@@ -156,13 +147,9 @@ class WorkerMapper:
             return
         # vLLM's Triton top-k/top-p sampler keeps a (SMs x vocabulary) fp32 workspace for the engine's
         # life: 76.5 MiB on an H100 with a 151936-token vocabulary, the largest non-weight buffer of an
-        # idle engine (benchmarks/vllm_elastic_gpu.py --breakdown). Its own reset drops it (0.24 and 0.32
-        # also empty torch's cache there; the call below does it whatever the version); the next sampling
-        # step allocates it again. Only where vLLM loaded it: importing the module here would load Triton.
-        sampler = sys.modules.get("vllm.v1.sample.ops.topk_topp_triton")
-        reset = getattr(sampler, "reset_buffer_cache", None)
-        if reset is not None:
-            reset()
+        # idle engine (benchmarks/vllm_elastic_gpu.py --breakdown); the next sampling step allocates it
+        # again. Some versions also empty torch's cache there; the call below does it whatever the version.
+        compat.reset_sampler_workspace()
         torch.cuda.empty_cache()
 
     # -- state -------------------------------------------------------------------------------------

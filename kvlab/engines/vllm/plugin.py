@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import logging
 
+from . import compat
+from .compat import STOCK_SCHEDULERS, STOCK_WORKERS
 from .settings import CONFIG_KEY, ElasticSettings
 
 logger = logging.getLogger("vllm.kvlab")  # under vLLM's logger, so its handlers print it
 
 _PKG = "kvlab.engines.vllm"
 WORKERS = {"cpu": f"{_PKG}.worker_cpu.ElasticCPUWorker", "cuda": f"{_PKG}.worker_gpu.ElasticGPUWorker"}
-STOCK_WORKERS = {"cpu": "vllm.v1.worker.cpu_worker.CPUWorker", "cuda": "vllm.v1.worker.gpu_worker.Worker"}
 SCHEDULERS = {False: f"{_PKG}.scheduler.ElasticScheduler", True: f"{_PKG}.scheduler.ElasticAsyncScheduler"}
-STOCK_SCHEDULERS = (None, "vllm.v1.core.sched.scheduler.Scheduler", "vllm.v1.core.sched.async_scheduler.AsyncScheduler")
 
 
 def settings_for(engine_args) -> ElasticSettings:
@@ -34,12 +34,10 @@ def settings_for(engine_args) -> ElasticSettings:
 
 def make_elastic(vllm_config, settings: ElasticSettings) -> None:
     """Point an engine config at kvlab's scheduler and worker, carrying ``settings`` along."""
-    from vllm.platforms import current_platform
-
     from . import versions
 
     versions.check_installed()
-    device = current_platform.device_type
+    device = compat.device_type()
     if device not in WORKERS:
         raise RuntimeError(f"kvlab elastic memory runs on CPU or CUDA, not {device}")
     parallel, sched = vllm_config.parallel_config, vllm_config.scheduler_config
@@ -82,8 +80,7 @@ def _create_engine_config(engine_args, *args, **kwargs):
 def register() -> None:
     """Entry point of the ``vllm.general_plugins`` group (idempotent, cheap, safe in every process)."""
     global _original_create_engine_config
-    from vllm.engine.arg_utils import EngineArgs
-
+    EngineArgs = compat.engine_args_class()
     if EngineArgs.create_engine_config is _create_engine_config:
         return
     _original_create_engine_config = EngineArgs.create_engine_config

@@ -13,8 +13,8 @@ One record per engine, published by the scheduler (the process that owns the Chu
   step late: workers map after the plan is published; 0 where the workers live in other processes).
 * Page map: the record's ``page_size`` is the engine's mapping page (KVLAB_PAGE_SIZE). Chunk ``c`` is
   shown as pages ``[c*P, (c+1)*P)`` with ``P = chunk_bytes / page_size``, in chunk order (a chunk's real
-  pages are spread over the layers' regions): all ``PAGE_UNMAPPED`` when the chunk is unmapped, else its
-  share of used blocks as ``PAGE_USED`` (first) and the rest ``PAGE_MAPPED``.
+  pages are spread over the layers' regions): all ``UNMAPPED`` when the chunk is unmapped, else its
+  share of used blocks as ``USED`` (first) and the rest ``MAPPED``.
 
 Published on every map/unmap and at most ``MAX_RATE`` times a second otherwise; the heartbeat and the
 control block are looked after by ``watcher.PoolWatcher``.
@@ -27,8 +27,8 @@ import time
 
 import numpy as np
 
-from kvlab.registry import PAGE_MAPPED, PAGE_USED, Control, Publisher
-from kvlab.registry.publisher import default_name
+from kvlab.registry import Control, PageState, Publisher
+from kvlab.registry.names import default_name
 
 from .planner import ChunkPlanner
 
@@ -87,7 +87,8 @@ class PoolRecord:
         free = np.fromiter(self.planner.free, dtype=np.int64, count=self.planner.num_chunks)
         used = np.where(mapped, np.ceil((k - free) * p / k), 0).astype(np.int64)
         offset = np.arange(p)[None, :]
-        states = np.where(offset < used[:, None], PAGE_USED, np.where(mapped[:, None], PAGE_MAPPED, 0))
+        states = np.where(offset < used[:, None], PageState.USED,
+                          np.where(mapped[:, None], PageState.MAPPED, PageState.UNMAPPED))
         return states.astype(np.uint8).ravel()
 
     def publish(self, force: bool = False) -> None:

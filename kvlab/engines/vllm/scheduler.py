@@ -9,13 +9,13 @@ with it in multi-process mode and is simply there in-process.
 It also owns the pool's registry record (pool_record.py) and a watcher thread (watcher.py). A limit set
 from another process must bind even while the engine is idle, and so must the end of the idle grace
 (``idle_release``: the reserve goes once the engine has been idle that long); but an idle multi-process
-engine core does not step: ``EngineCoreProc.run_busy_loop`` blocks in ``input_queue.get()`` while
+engine core does not step: ``EngineCoreProc.run_busy_loop`` blocks on its input queue while
 ``has_work()`` is false. So the watcher, on a control change or when the grace is over, sets
-``_kvlab_wake_pending`` and puts a WAKEUP message on that queue; ``has_requests()`` is true while a wake
-is pending, so the loop takes one (empty) step whose ``schedule()`` applies the limit, releases the
-chunks that must go and sends the workers the plan, as the step after a burst does. In-process engines
-(no busy loop) release from the watcher thread directly to their local workers, under the scheduler's
-lock.
+``_kvlab_wake_pending`` and puts a no-op message on that queue (``compat.wake_busy_loop``);
+``has_requests()`` is true while a wake is pending, so the loop takes one (empty) step whose
+``schedule()`` applies the limit, releases the chunks that must go and sends the workers the plan, as
+the step after a burst does. In-process engines (no busy loop) release from the watcher thread
+directly to their local workers, under the scheduler's lock.
 """
 
 from __future__ import annotations
@@ -23,17 +23,13 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import sys
 import threading
 import time
 import weakref
 
-from vllm.v1.core.sched.async_scheduler import AsyncScheduler
-from vllm.v1.core.sched.scheduler import Scheduler
-
 from kvlab.registry import RecordExists
 
-from . import headroom, mapper
+from . import compat, headroom, mapper
 from .free_queue import ElasticFreeQueue
 from .geometry import ChunkGeometry
 from .planner import PLAN_ATTR, ChunkPlanner
@@ -64,38 +60,6 @@ def _budget_chunks(limit: int | None, geo: ChunkGeometry, vllm_config) -> int | 
     return min(budget, geo.num_chunks)
 
 
-def _engine_core_of_caller():
-    """The vLLM EngineCore constructing this scheduler (it is a local of a caller's frame), or None.
-
-    vLLM passes the scheduler nothing that leads back to its engine; the waker needs the engine's input
-    queue. Looked up once, at construction; a weak reference, so the engine's lifetime is its own.
-    """
-    from vllm.v1.engine.core import EngineCore
-
-    frame = sys._getframe(2)
-    for _ in range(12):
-        if frame is None:
-            return None
-        candidate = frame.f_locals.get("self")
-        if isinstance(candidate, EngineCore):
-            return weakref.ref(candidate)
-        frame = frame.f_back
-    return None
-
-
-def _wake_busy_loop(core_ref) -> None:
-    """Make an idle EngineCoreProc take one step: a no-op message on its input queue unblocks
-    ``input_queue.get()``; our ``has_requests()`` (true while a wake is pending) makes it step."""
-    from vllm.v1.engine import EngineCoreRequestType
-
-    core = core_ref()
-    if core is None:
-        return
-    wakeup = getattr(EngineCoreRequestType, "WAKEUP", None)
-    # WAKEUP (vLLM >= 0.19) is ignored by the loop; an ABORT of no request is its equivalent before it.
-    core.input_queue.put_nowait((wakeup, None) if wakeup is not None else (EngineCoreRequestType.ABORT, []))
-
-
 def _local_map_ns(engine_id: str) -> int:
     """Time this engine's in-process workers spent mapping (0 in the scheduler of a multi-process engine)."""
     return max((w.arena.stats()["map"]["total_ns"] for w in mapper.local_workers(engine_id)), default=0)
@@ -118,11 +82,12 @@ class ElasticSchedulerMixin:
             budget_chunks=_budget_chunks(s.limit, geo, vllm_config),
             reserve_chunks=math.ceil(s.reserve / geo.chunk_bytes), release_delay=s.release_delay,
             idle_release=s.idle_release)
-        pool = self.kv_cache_manager.block_pool
-        if len(pool.blocks) != geo.num_blocks:
-            raise RuntimeError(f"kvlab: the block pool has {len(pool.blocks)} blocks, the KV config {geo.num_blocks}")
+        pool = compat.block_pool(self)
+        if len(compat.pool_blocks(pool)) != geo.num_blocks:
+            raise RuntimeError(f"kvlab: the block pool has {len(compat.pool_blocks(pool))} blocks, "
+                               f"the KV config {geo.num_blocks}")
         self.kvlab_queue = ElasticFreeQueue(pool, self.kvlab_planner)
-        pool.free_block_queue = self.kvlab_queue
+        compat.install_free_queue(pool, self.kvlab_queue)
         # Scheduler state is the engine thread's; the lock matters only for in-process engines, whose
         # idle release runs on the watcher thread (multi-process engines are woken and release on their own).
         self._kvlab_lock = threading.RLock()
@@ -146,9 +111,10 @@ class ElasticSchedulerMixin:
         except RecordExists:
             raise RecordExists(f"kvlab: pool name {s.pool_name!r} (KVLAB_POOL_NAME) is taken by another live "
                                f"engine; give each engine its own name, or leave it unset for a unique one") from None
-        core, me = _engine_core_of_caller(), weakref.ref(self)
-        if core is not None and hasattr(core(), "input_queue"):
-            waker = functools.partial(_wake_busy_loop, core)
+        # vLLM hands the scheduler nothing that leads back to its engine; looked up once, held weakly.
+        core, me = compat.engine_core_of_caller(), weakref.ref(self)
+        if core is not None and compat.has_busy_loop(core()):
+            waker = functools.partial(compat.wake_busy_loop, core)
             how = "wakes the engine core's busy loop"
         else:  # in-process (LLM): nobody blocks on a queue; release from the watcher thread, under the lock
             waker = functools.partial(_release_in_process, me)
@@ -272,9 +238,12 @@ def _close_pool(watcher: PoolWatcher, pool: PoolRecord) -> None:
     pool.close()
 
 
-class ElasticScheduler(ElasticSchedulerMixin, Scheduler):
+_Scheduler, _AsyncScheduler = compat.scheduler_bases()
+
+
+class ElasticScheduler(ElasticSchedulerMixin, _Scheduler):
     pass
 
 
-class ElasticAsyncScheduler(ElasticSchedulerMixin, AsyncScheduler):
+class ElasticAsyncScheduler(ElasticSchedulerMixin, _AsyncScheduler):
     pass

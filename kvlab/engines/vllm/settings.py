@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 
 from kvlab import units
+from kvlab.registry.control import check_control
 from kvlab.units import MiB, parse_size
 
 CONFIG_KEY = "kvlab"
@@ -83,10 +84,9 @@ class ElasticSettings:
                              f"or off")
         if self.min < 0:
             raise ValueError("KVLAB_MIN must be >= 0")
-        if self.limit is not None and self.limit < self.min:
-            raise ValueError(f"KVLAB_LIMIT ({self.limit}) is below KVLAB_MIN ({self.min})")
+        check_control(self.limit, self.min)
         if self.pool_name:
-            from kvlab.registry.store import check_name
+            from kvlab.registry.names import check_name
 
             check_name(self.pool_name)
         if self.headroom:

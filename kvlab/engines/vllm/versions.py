@@ -36,7 +36,6 @@ def check(version: str, device_type: str) -> tuple[int, int, int]:
 
 
 def check_installed() -> tuple[int, int, int]:
-    import vllm
-    from vllm.platforms import current_platform
+    from . import compat
 
-    return check(vllm.__version__, current_platform.device_type)
+    return check(compat.installed_version(), compat.device_type())

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 
 from kvlab import registry
+from kvlab.meminfo import MemoryReading
 
 from . import headroom
 from .planner import ChunkPlanner
@@ -32,7 +33,7 @@ GUARANTEES = 1.0   # seconds between scans of the registry for the other pools' 
 
 class PoolWatcher:
     def __init__(self, record: PoolRecord, planner: ChunkPlanner, wake: Callable[[], None], *,
-                 probe: Callable[[], tuple[int, int] | None], device: str, device_uuid: str,
+                 probe: Callable[[], MemoryReading | None], device: str, device_uuid: str,
                  headroom_spec: str, is_cuda: bool):
         self.record, self.planner, self.wake = record, planner, wake
         self.probe, self.device, self.device_uuid = probe, device, device_uuid
@@ -100,7 +101,7 @@ class PoolWatcher:
         if got is None:
             self.planner.device_cap = None
             return
-        free, total = got
+        free, total = got.free, got.total
         if self.headroom_bytes is None:
             self.headroom_bytes = headroom.resolve_headroom(self.headroom_spec, total, self.is_cuda)
         now = time.monotonic()

@@ -2,8 +2,8 @@
 
 * ``determine_available_memory``: the KV capacity the model could use alone (never refused for lack
   of free memory: it is virtual), rounded down to whole chunks so layers start on page boundaries.
-* ``_maybe_get_memory_pool_context("kv_cache")``: vLLM allocates the KV buffer inside it; ours hands
-  out arena views instead of zero-filled memory.
+* the KV allocation context (``compat.KVAllocationHook``): vLLM allocates the KV buffer inside it;
+  ours hands out arena views instead of zero-filled memory.
 * ``initialize_from_config``: reads the page table off the bound views, maps chunk 0.
 * ``execute_model``: applies the step's page plan before vLLM touches the batch's blocks.
 * ``kvlab_stats``: for ``collective_rpc("kvlab_stats")``.
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 
+from . import compat
 from .geometry import ChunkGeometry
 from .mapper import WorkerMapper
 from .planner import PLAN_ATTR
@@ -28,7 +29,7 @@ def utilization_that_fits(wanted: float, free: int, total: int) -> float:
     return max(0.001, min(wanted, math.floor(free / total * 1000) / 1000 - 0.001))
 
 
-class ElasticWorkerMixin:
+class ElasticWorkerMixin(compat.KVAllocationHook):
     kvlab_mapper: WorkerMapper | None = None
 
     @property
@@ -47,16 +48,16 @@ class ElasticWorkerMixin:
         return ChunkGeometry.round_memory(capacity, sizes.pop(), len(self.get_kv_cache_spec()),
                                          settings.handle_bytes)
 
-    def _maybe_get_memory_pool_context(self, tag: str):
-        if tag == "kv_cache" and self.kvlab_mapper is not None and self.kvlab_mapper.table is None:
+    def _kvlab_kv_allocation_context(self):
+        if self.kvlab_mapper is not None and self.kvlab_mapper.table is None:
             return self.kvlab_mapper.allocation_context()
-        return super()._maybe_get_memory_pool_context(tag)
+        return None
 
     def initialize_from_config(self, kv_cache_config) -> None:
         settings = self.kvlab_settings
         self.kvlab_mapper = WorkerMapper(settings, kv_cache_config, self.device)
         super().initialize_from_config(kv_cache_config)
-        self.kvlab_mapper.bind(self.model_runner.kv_caches, settings.engine_id)
+        self.kvlab_mapper.bind(compat.bound_kv_caches(self), settings.engine_id)
 
     def compile_or_warm_up_model(self, *args, **kwargs):
         result = super().compile_or_warm_up_model(*args, **kwargs)

@@ -6,12 +6,12 @@ import math
 import os
 
 import psutil
-from vllm.v1.worker.cpu_worker import CPUWorker
 
+from . import compat
 from .worker import ElasticWorkerMixin, utilization_that_fits
 
 
-class ElasticCPUWorker(ElasticWorkerMixin, CPUWorker):
+class ElasticCPUWorker(ElasticWorkerMixin, compat.cpu_worker_base()):
     def __init__(self, vllm_config, *args, **kwargs):
         cache = vllm_config.cache_config
         wanted = cache.gpu_memory_utilization
@@ -23,13 +23,12 @@ class ElasticCPUWorker(ElasticWorkerMixin, CPUWorker):
             super().__init__(vllm_config, *args, **kwargs)
         finally:
             cache.gpu_memory_utilization = wanted
-        self.requested_cpu_memory = math.ceil(self.requested_cpu_memory / lowered * wanted)
+        compat.set_cpu_requested_memory(self, math.ceil(compat.cpu_requested_memory(self) / lowered * wanted))
 
     def _kvlab_capacity(self) -> int:
         # CPUWorker.determine_available_memory without its free-memory checks: the capacity is virtual.
-        if self._should_warm_up_model():
-            self.model_runner.warming_up_model()
+        compat.warm_up_cpu_model(self)
         explicit = self.cache_config.kv_cache_memory_bytes
         if explicit is not None:
             return int(explicit)
-        return int(self.requested_cpu_memory - psutil.Process(os.getpid()).memory_info().rss)
+        return int(compat.cpu_requested_memory(self) - psutil.Process(os.getpid()).memory_info().rss)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import math
 
 import torch
-from vllm.v1.worker.gpu_worker import Worker
 
+from . import compat
 from .worker import ElasticWorkerMixin, utilization_that_fits
 
 
-class ElasticGPUWorker(ElasticWorkerMixin, Worker):
+_Worker = compat.gpu_worker_base()
+
+
+class ElasticGPUWorker(ElasticWorkerMixin, _Worker):
     def init_device(self):
         # Worker.init_device refuses to start unless gpu_memory_utilization x total is free *now*;
         # an elastic engine reserves no KV memory up front, so it starts next to other models.
@@ -23,7 +26,7 @@ class ElasticGPUWorker(ElasticWorkerMixin, Worker):
         finally:
             cache.gpu_memory_utilization = wanted
         # The KV capacity is then what the model could use alone, as with stock vLLM on an empty GPU.
-        self.requested_memory = math.ceil(self.init_snapshot.total_memory * wanted)
+        compat.set_gpu_requested_memory(self, math.ceil(compat.gpu_total_memory(self) * wanted))
 
     def _kvlab_capacity(self) -> int:
-        return int(Worker.determine_available_memory(self))
+        return int(_Worker.determine_available_memory(self))

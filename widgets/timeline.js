@@ -3,6 +3,8 @@
 // window) and `tail` (all rows since it). Re-deriving from both on any change makes the view
 // correct whatever message it saw last, and a view opened late needs nothing from the kernel.
 
+import { redrawOnChange } from "./frames.js";
+
 const PALETTE = ["#2563eb", "#f59e0b", "#10b981", "#ef4444", "#8b5cf6", "#0891b2", "#db2777", "#65a30d"];
 const W = 640, H = 240, PAD = { l: 64, r: 12, t: 18, b: 24 };
 
@@ -148,22 +150,12 @@ function render({ model, el }) {
   const legend = document.createElement("div");
   legend.className = "kvlab-legend";
   el.append(title, canvas, legend);
-  let frame = 0;
   const redraw = () => {
-    frame = 0;
     title.textContent = model.get("title") ?? "";
     draw(canvas, legend, model);
   };
-  // One draw per animation frame however many traits one message changed.
-  const schedule = () => { if (!frame) frame = requestAnimationFrame(redraw); };
   const keys = ["base", "tail", "columns", "window", "limits", "marks", "title", "total_label"];
-  keys.forEach((k) => model.on(`change:${k}`, schedule));
-  redraw();
-  return () => {
-    keys.forEach((k) => model.off(`change:${k}`, schedule));
-    if (frame) cancelAnimationFrame(frame);
-    el.replaceChildren();
-  };
+  return redrawOnChange(model, keys, redraw, () => el.replaceChildren());
 }
 
 export default { render };

@@ -22,7 +22,7 @@ from .record import (PAGES_OFF, SUFFIX, VERSION, Control, Header, Record, decode
                      try_read_data)
 
 
-class View:
+class RecordFile:
     """An open record file, mapped; ``words`` is its uint64 view for the sequence words."""
 
     def __init__(self, path: Path, write: bool = False, fd: int | None = None):
@@ -50,7 +50,7 @@ class View:
             pass  # a caller still holds a view into it: the mapping goes when that view does
         os.close(self.fd)
 
-    def __enter__(self) -> "View":
+    def __enter__(self) -> "RecordFile":
         return self
 
     def __exit__(self, *exc) -> None:

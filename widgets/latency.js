@@ -1,6 +1,8 @@
 // LatencyView view: per model, histograms of TTFT and end-to-end latency on a shared log axis, with
 // p50/p90/p99 marked and listed. The kernel sends bin counts (uint32) and percentiles, never samples.
 
+import { redrawOnChange } from "./frames.js";
+
 const PALETTE = ["#2563eb", "#f59e0b", "#10b981", "#ef4444", "#8b5cf6", "#0891b2", "#db2777", "#65a30d"];
 const METRICS = [["ttft", "time to first token"], ["e2e", "end-to-end"]];
 const W = 360, ROW_H = 34;
@@ -105,18 +107,9 @@ function render({ model, el }) {
   el.classList.add("kvlab-lat");
   const root = document.createElement("div");
   el.appendChild(root);
-  let frame = 0;
-  const redraw = () => { frame = 0; draw(root, model); };
   // One rebuild per animation frame: a message sets models, hist and stats together.
-  const schedule = () => { if (!frame) frame = requestAnimationFrame(redraw); };
-  const keys = ["models", "edges", "hist", "stats"];
-  keys.forEach((k) => model.on(`change:${k}`, schedule));
-  redraw();
-  return () => {
-    keys.forEach((k) => model.off(`change:${k}`, schedule));
-    if (frame) cancelAnimationFrame(frame);
-    el.replaceChildren();
-  };
+  return redrawOnChange(model, ["models", "edges", "hist", "stats"], () => draw(root, model),
+    () => el.replaceChildren());
 }
 
 export default { render };

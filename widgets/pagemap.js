@@ -3,6 +3,8 @@
 // pool is repainted only when its bytes differ from the last painted ones: the kernel re-sends every
 // pool's buffer when any pool changes.
 
+import { redrawOnChange } from "./frames.js";
+
 const COLORS = [
   [226, 229, 234], // 0 unmapped
   [147, 197, 253], // 1 mapped, free or retained
@@ -86,7 +88,6 @@ function render({ model, el }) {
   tip.hidden = true;
   el.append(legend, body, tip);
   const pools = new Map(); // name -> {root, head, canvas, last, lay}
-  let frame = 0;
 
   function section(name) {
     const root = document.createElement("div");
@@ -115,7 +116,6 @@ function render({ model, el }) {
   }
 
   function draw() {
-    frame = 0;
     const states = model.get("states") ?? {};
     const infos = model.get("infos") ?? {};
     const order = model.get("order") ?? Object.keys(states);
@@ -151,17 +151,10 @@ function render({ model, el }) {
     }
   }
 
-  // Coalesce bursts of trait changes into one paint per animation frame (none while the tab is hidden).
-  const schedule = () => { if (!frame) frame = requestAnimationFrame(draw); };
-  const keys = ["states", "infos", "order", "columns", "cell_px"];
-  keys.forEach((k) => model.on(`change:${k}`, schedule));
-  draw();
-  return () => {
-    keys.forEach((k) => model.off(`change:${k}`, schedule));
-    if (frame) cancelAnimationFrame(frame);
+  return redrawOnChange(model, ["states", "infos", "order", "columns", "cell_px"], draw, () => {
     pools.clear();
     el.replaceChildren();
-  };
+  });
 }
 
 export default { render };

@@ -1,4 +1,5 @@
-"""Byte sizes (parsed by the native-free ``kvlab.units``) and device names ("cpu", "cuda", "cuda:1")."""
+"""The memory layer's arguments: byte sizes (read by ``kvlab.units``, refused with this layer's InvalidArgument)
+and devices ("cpu", "cuda", "cuda:1")."""
 
 from __future__ import annotations
 
