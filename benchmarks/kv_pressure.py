@@ -232,11 +232,12 @@ def main() -> None:
                 for n, (i, t) in enumerate(schedule(args.models, args.peak))]
     out = Path(args.out)
     png = out.with_suffix(".png")
+    env = environment()
     meta = {"benchmark": "kv_pressure", "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "config": vars(args), "requests_per_model": {f"m{i}": sum(1 for r in requests if r.target == i)
                                                         for i in range(args.models)},
-            "versions": {k: package_version(k) for k in ("vllm", "kvcached", "torch", "kvlab")},
-            "hardware": environment(), "plot": png.name}
+            "versions": {**env["versions"], "kvcached": package_version("kvcached")},
+            "hardware": env, "plot": png.name}
     print(f"[pressure] {len(requests)} requests over {requests[-1].at:.0f} s per system", flush=True)
     growth = measure_growth(args)
     print(f"[pressure] growth GiB/s: {growth.get('grow_gib_s', growth)}", flush=True)
