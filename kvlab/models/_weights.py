@@ -21,7 +21,8 @@ def to_bf16_bits(x: np.ndarray) -> np.ndarray:
 
 
 def qwen2_tensors(cfg: dict) -> list[tuple[str, tuple[int, ...], str]]:
-    """(name, shape, init) of every Qwen2ForCausalLM weight; init is 'normal', 'ones' or 'bias'."""
+    """(name, shape, init) of every Qwen2ForCausalLM weight; init is 'normal', 'ones', 'zeros', 'bias'
+    or a float (normal, std scaled by it)."""
     h, inter = cfg["hidden_size"], cfg["intermediate_size"]
     hd = cfg["head_dim"]
     q, kv = cfg["num_attention_heads"] * hd, cfg["num_key_value_heads"] * hd
@@ -65,6 +66,10 @@ def write_random_safetensors(path: Path, tensors: list[tuple[str, tuple[int, ...
         for name, shape, init in tensors:
             if init == "ones":
                 x = np.ones(shape, dtype=np.float32)
+            elif init == "zeros":  # Gemma's norms scale by 1 + weight
+                x = np.zeros(shape, dtype=np.float32)
+            elif isinstance(init, float):  # normal, with the std scaled by this factor
+                x = rng.standard_normal(shape, dtype=np.float32) * np.float32(std * init)
             else:
                 x = rng.standard_normal(shape, dtype=np.float32) * np.float32(std)
             to_bf16_bits(x).tofile(f)

@@ -2,6 +2,7 @@
 
 >>> from kvlab.models import synthetic
 >>> path = synthetic("qwen2", "tiny")          # a directory vLLM and transformers load like any HF model
+>>> hybrid = synthetic("gemma3", "tiny")       # sliding-window + full-attention layers (two KV cache groups)
 
 Memory and speed behave like the real shape; the text is gibberish, so workloads should use
 ``ignore_eos`` and fixed output lengths. Directories are cached under a key of everything that
@@ -17,7 +18,7 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import _tokenizer, _weights
+from . import _gemma3, _tokenizer, _weights
 
 # Bump when the bytes written for an unchanged (arch, size, seed) change.
 GENERATOR_VERSION = 2
@@ -49,7 +50,7 @@ class Qwen2Shape:
         return self.hidden_size // self.num_attention_heads
 
 
-SIZES: dict[str, dict[str, Qwen2Shape]] = {
+SIZES: dict[str, dict[str, Qwen2Shape | _gemma3.Gemma3Shape]] = {
     "qwen2": {
         # head_dim 64: vLLM's CPU attention takes 32, 64, 80, 96, 112, 128, ...; 4 layers keep 2 CPU cores fast.
         # A larger init std makes attention sharp, so outputs depend on the whole context (identity
@@ -60,6 +61,7 @@ SIZES: dict[str, dict[str, Qwen2Shape]] = {
         "qwen2.5-0.5b": Qwen2Shape(hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
                                    num_attention_heads=14, num_key_value_heads=2, vocab_size=151936),
     },
+    "gemma3": _gemma3.SIZES,
 }
 
 
@@ -68,8 +70,10 @@ def _cache_root() -> Path:
     return Path(root) if root else Path.home() / ".cache" / "kvlab"
 
 
-def _content_key(arch: str, size: str, shape: Qwen2Shape, seed: int) -> str:
+def _content_key(arch: str, size: str, shape, seed: int, weights: bool = True) -> str:
     spec = {"v": GENERATOR_VERSION, "arch": arch, "size": size, "shape": asdict(shape), "seed": seed}
+    if not weights:  # only then, so that the keys of complete models stay what they were
+        spec["weights"] = False
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -111,25 +115,32 @@ def _hf_config(shape: Qwen2Shape, eos_id: int, pad_id: int) -> dict:
     }
 
 
-def _write(tmp: Path, arch: str, size: str, shape: Qwen2Shape, seed: int, key: str) -> None:
+def _write(tmp: Path, arch: str, size: str, shape, seed: int, key: str, weights: bool = True) -> None:
     n_vocab = _tokenizer.train_tokenizer(shape.vocab_size, tmp)
     if n_vocab != shape.vocab_size:  # the model's embedding must cover exactly the tokenizer's ids
         raise RuntimeError(f"tokenizer has {n_vocab} tokens, the {size} model wants {shape.vocab_size}")
     eos, pad = _tokenizer.token_id(tmp, "<|im_end|>"), _tokenizer.token_id(tmp, "<|endoftext|>")
-    cfg = _hf_config(shape, eos, pad)
+    if arch == "gemma3":
+        cfg, tensors = _gemma3.hf_config(shape, eos, pad), _gemma3.tensors(shape)
+    else:
+        cfg = _hf_config(shape, eos, pad)
+        tensors = _weights.qwen2_tensors({**cfg, "head_dim": shape.head_dim})
     (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
     (tmp / "generation_config.json").write_text(json.dumps(
         {"bos_token_id": pad, "eos_token_id": eos, "pad_token_id": pad, "do_sample": False}, indent=2))
-    tensors = _weights.qwen2_tensors({**cfg, "head_dim": shape.head_dim})
-    _weights.write_random_safetensors(tmp / "model.safetensors", tensors, seed=seed, std=shape.init_std)
+    if weights:
+        _weights.write_random_safetensors(tmp / "model.safetensors", tensors, seed=seed, std=shape.init_std)
     # The marker goes last: a directory without it is an interrupted write, never reused.
     (tmp / _MARKER).write_text(json.dumps({"key": key, "arch": arch, "size": size, "seed": seed,
                                            "shape": asdict(shape), "generator_version": GENERATOR_VERSION}))
 
 
 def synthetic(arch: str = "qwen2", size: str = "tiny", out_dir: str | os.PathLike | None = None,
-              seed: int = 0) -> Path:
+              seed: int = 0, weights: bool = True) -> Path:
     """Path to a Hugging Face model directory with random weights of ``arch`` at ``size``.
+
+    ``weights=False`` writes the config and tokenizer only, for engines that make their own weights
+    (vLLM's ``load_format="dummy"``): GPU-sized shapes without gigabytes of random bytes on disk.
 
     Written once per (arch, size, seed, generator version) under ``$KVLAB_CACHE_DIR`` (default
     ``~/.cache/kvlab``) or at ``out_dir``; later calls return the same directory untouched.
@@ -139,7 +150,7 @@ def synthetic(arch: str = "qwen2", size: str = "tiny", out_dir: str | os.PathLik
     if size not in SIZES[arch]:
         raise ValueError(f"unknown size {size!r} for {arch}: choose one of {sorted(SIZES[arch])}")
     shape = SIZES[arch][size]
-    key = _content_key(arch, size, shape, seed)
+    key = _content_key(arch, size, shape, seed, weights)
     path = Path(out_dir) if out_dir is not None else _cache_root() / "models" / f"{arch}-{size}-s{seed}-{key}"
     if _is_complete(path, key):
         return path
@@ -150,7 +161,7 @@ def synthetic(arch: str = "qwen2", size: str = "tiny", out_dir: str | os.PathLik
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        _write(tmp, arch, size, shape, seed, key)
+        _write(tmp, arch, size, shape, seed, key, weights)
         if path.exists():  # a stale or different model: replace it (a concurrent writer may have won)
             if _is_complete(path, key):
                 return path

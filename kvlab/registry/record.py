@@ -10,7 +10,10 @@ kvlab version, can decode it):
                   the slot the counter does not point at and then bumps the counter, so a writer killed
                   mid-write leaves the last good slot readable (a seqlock would stay odd forever).
     512  data     written only by the owner, under a seqlock (odd while being written).
-    640  pages    one state byte per page (``PageState``), under the same seqlock.
+    640  pages    one state byte per page (``PageState``), under the same seqlock. Pools of hybrid models
+                  (several KV cache groups) mark a page in use by group g as USED + g (g < MAX_GROUPS;
+                  later groups share the last value): any state >= USED is in use, and a one-group pool
+                  writes exactly the three PageStates.
 
 The seq and counter words are read and written through numpy uint64 views (one aligned 8-byte access).
 Stores are ordered on x86 but not on ARM, and Python cannot issue fences, so each block also carries a
@@ -31,6 +34,7 @@ from .errors import InvalidName
 
 MAGIC = b"KVLABREG"
 VERSION = 2  # 2: the data block gained map_ns
+MAX_GROUPS = 8  # in-use states USED .. USED + 7 (hybrid models' KV cache groups): one digit each in as_dict
 NO_LIMIT = -1  # stored for "no limit"; Record/Control expose it as None
 SUFFIX, TMP_PREFIX = ".kvr", ".tmp-"  # record files; temp files of creators not yet published
 MAX_PAGES = 1 << 24  # 16 MiB of page states; larger pools should publish coarser pages
@@ -116,7 +120,7 @@ class Record:
     control: Control
     control_ack: int  # control revision the owner has applied; < control.revision while it catches up
     map_ns: int  # total time the owner's mappers spent mapping (0 where it cannot see them)
-    pages: bytes  # one PAGE_* state byte per page
+    pages: bytes  # one PageState byte per page (USED + g: in use by KV cache group g)
 
     @property
     def n_pages(self) -> int:
@@ -128,6 +132,12 @@ class Record:
 
     def page_states(self) -> np.ndarray:
         return np.frombuffer(self.pages, dtype=np.uint8).copy()
+
+    def used_pages_per_group(self) -> list[int]:
+        """Pages in use per KV cache group (one entry for pools that do not tell groups apart)."""
+        states = np.frombuffer(self.pages, dtype=np.uint8)
+        counts = np.bincount(states[states >= PageState.USED] - PageState.USED, minlength=1)
+        return [int(c) for c in counts]
 
     def as_dict(self) -> dict:
         """JSON-ready; pages become a string of digits, one per page ("0012221...")."""

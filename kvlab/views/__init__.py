@@ -2,6 +2,7 @@
 
 ``Dashboard(server | fleet | [servers])`` (also ``server.watch()``, ``fleet.dashboard()``) puts the three
 together with a limit row per elastic pool, fed by one :class:`kvlab.lab.telemetry.Telemetry`.
+``ServedFleet(url)`` (also ``Gateway.watch()``) shows a `kvlab serve` endpoint's models, from its event stream.
 
 Every view is fed from any thread and sends at most ~10 updates a second through one background
 thread (see :mod:`kvlab.views.coalescer`). Needs ``anywidget`` (``pip install kvlab[views]``).
@@ -18,7 +19,8 @@ from .controls import LimitControl
 from .dashboard import Dashboard
 from .latency import LatencyView
 from .pagemap import PageMap
+from .served import ServedFleet
 from .timeline import MemoryTimeline
 
-__all__ = ["Dashboard", "LimitControl", "PageMap", "MemoryTimeline", "LatencyView", "Coalescer", "CoalescerSettings",
-           "PeriodicTask", "default_coalescer"]
+__all__ = ["Dashboard", "LimitControl", "PageMap", "MemoryTimeline", "LatencyView", "ServedFleet", "Coalescer",
+           "CoalescerSettings", "PeriodicTask", "default_coalescer"]

@@ -13,11 +13,13 @@ import anywidget
 import numpy as np
 import traitlets as t
 
-from kvlab.registry.record import PageState
+from kvlab.registry.record import MAX_GROUPS, PageState
 
 from . import assets
 from .coalescer import CoalescedWidget, Coalescer
 
+# Hybrid models: USED + g is a page in use by KV cache group g (the registry's states).
+MAX_STATE = PageState.USED + MAX_GROUPS - 1
 
 
 def _as_states(states) -> bytes:
@@ -28,9 +30,9 @@ def _as_states(states) -> bytes:
         arr = arr.astype(np.uint8) * int(PageState.USED)
     elif not np.issubdtype(arr.dtype, np.integer):
         raise ValueError(f"page states must be integers 0/1/2 or a boolean mask, got dtype {arr.dtype}")
-    elif arr.size and (arr.min() < 0 or arr.max() > PageState.USED):
-        raise ValueError("page states must be 0 (unmapped), 1 (mapped, free or retained) or 2 (in use); "
-                         f"got values in [{arr.min()}, {arr.max()}]")
+    elif arr.size and (arr.min() < 0 or arr.max() > MAX_STATE):
+        raise ValueError("page states must be 0 (unmapped), 1 (mapped, free or retained), 2 (in use) or 2 + g "
+                         f"(in use by KV cache group g < {MAX_GROUPS}); got values in [{arr.min()}, {arr.max()}]")
     return np.ascontiguousarray(arr, dtype=np.uint8).tobytes()
 
 

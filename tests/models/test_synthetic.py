@@ -115,3 +115,16 @@ def test_vllm_cpu_generates(tiny):
     got = list(out.outputs[0].token_ids)
     assert len(got) == 16 and max(got) < len(tok)
     assert got[:4] == want  # same architecture, same weights: vLLM and transformers agree greedily
+
+
+def test_gemma3_interleaves_sliding_and_full_layers_and_can_skip_weights(tmp_path):
+    from transformers import AutoConfig
+
+    path = synthetic("gemma3", "tiny", out_dir=tmp_path / "g")
+    cfg = AutoConfig.from_pretrained(path)
+    assert cfg.model_type == "gemma3_text" and cfg.sliding_window == 128
+    assert cfg.layer_types == ["sliding_attention", "full_attention"] * 2
+    assert (path / "model.safetensors").exists()
+    bare = synthetic("gemma3", "tiny", out_dir=tmp_path / "bare", weights=False)  # for load_format="dummy"
+    assert not (bare / "model.safetensors").exists()
+    assert (bare / "config.json").read_text() == (path / "config.json").read_text()

@@ -41,6 +41,8 @@ assert elastic["KV peak MiB"] > elastic["KV idle MiB"] and elastic["KV after MiB
 assert result.ok and summary["errors"].sum() == 0
 assert len(shifts) >= 2 and all(d > o for d, o in zip(driven_peak, other_peak)), shifts
 assert together.max() < capacity / 4, "two elastic pools together must hold far less than a static split"
+assert [s["requests"] for s in served] == [1, 1] and [s["state"] for s in served] == ["asleep", "awake"], served
+assert not any(s["pids"] for s in gw.status()), "the endpoint left engines running"
 """,
     "04_limits_and_budgets": """
 free, limited, lifted = runs

@@ -38,8 +38,11 @@ def test_mask_and_bad_input():
     pm.update("m", np.array([True, False]))
     pm.flush()
     assert pm.states["m"] == bytes([PageState.USED, PageState.UNMAPPED])
+    pm.update("hybrid", np.array([3, 2, 1]))  # in use by KV cache group 1, by group 0, mapped
+    pm.flush()
+    assert pm.states["hybrid"] == bytes([3, 2, 1])
     with pytest.raises(ValueError, match="0 \\(unmapped\\)"):
-        pm.update("x", np.array([3]))
+        pm.update("x", np.array([10]))
     with pytest.raises(ValueError, match="1-D"):
         pm.update("x", np.zeros((2, 2), np.uint8))
     with pytest.raises(ValueError, match="integers"):

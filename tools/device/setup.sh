@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# On the GPU machine, after the five `bash .stage/sK/collect.sh` runs printed READY, carrying .stage/extras:
+# On the GPU machine, after the `bash .stage/sK/collect.sh` (vLLM 0.24) or `bash .stage/cK/collect.sh`
+# (vLLM 0.33, tools/device/stage-vllm-current.sh) runs printed READY, carrying .stage/extras:
 #   bash tools/device/setup.sh
 # Installs kvlab from this working tree (the native extension is built for the device's Python 3.12),
 # the notebooks' kernel and widget packages, and kvcached (its CUDA extension builds in ~30 s), then
@@ -8,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 source tools/device/env.sh
 EXTRAS=.stage/extras
-[ -d /tmp/vllm-site/vllm ] || { echo "no staged vLLM in /tmp/vllm-site: run the five collect.sh first" >&2; exit 2; }
+[ -d "$KVLAB_VLLM_SITE/vllm" ] || { echo "no staged vLLM in $KVLAB_VLLM_SITE: run the collect.sh calls first" >&2; exit 2; }
 [ -d "$EXTRAS/nb" ] || { echo "carry .stage/extras (made here by tools/device/stage-extras.sh)" >&2; exit 2; }
 
 echo "[setup] kvlab (editable, native extension)"

@@ -11,8 +11,9 @@ entry point in every process). Optional: ``KVLAB_LIMIT`` (most KV bytes mapped a
 Design: docs/design/vllm-integration.md.
 """
 
+from .geometry import UnsupportedModel
 from .plugin import register
 from .settings import ElasticSettings
 from .versions import SUPPORTED, UnsupportedVLLM
 
-__all__ = ["register", "ElasticSettings", "SUPPORTED", "UnsupportedVLLM"]
+__all__ = ["register", "ElasticSettings", "SUPPORTED", "UnsupportedVLLM", "UnsupportedModel"]

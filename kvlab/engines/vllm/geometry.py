@@ -13,12 +13,50 @@ a chunk never splits a handle, so it can be released whole. The arena's page map
 
 That holds only when every layer's region starts on a page boundary, i.e. when the number of blocks
 is a multiple of K: workers round the KV memory they report to whole chunks to get there.
+
+Several KV cache groups (hybrid models: sliding-window and full-attention layers) change nothing in
+that arithmetic. vLLM gives every group one page size and one block pool, and its groups *alias* one
+buffer: a block id belongs to one group at a time, and block ``b`` of the i-th layer of any group lies
+at the same bytes. So a block costs ``block_bytes`` in each of ``num_layers`` layer *slots* (the
+largest group's layer count), whatever group holds it, and a chunk is still K blocks that own their
+pages. Only the specs differ: models whose caches are not attention (Mamba, linear attention) or whose
+layers have different page sizes are refused with ``UnsupportedModel``.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+from . import compat
+
+
+class UnsupportedModel(ValueError):
+    """The model's KV cache does not fit kvlab's chunk arithmetic (e.g. Mamba hybrids, mixed page sizes)."""
+
+
+def block_layout(kv_cache_groups, model_type: str) -> tuple[int, int]:
+    """(block_bytes, layer slots) of vLLM's KV cache groups; UnsupportedModel naming the model if kvlab
+    cannot serve them: state caches (Mamba, linear attention) or layers of different page sizes."""
+    groups = [g for g in kv_cache_groups if g.layer_names]
+    if not groups:
+        raise UnsupportedModel(f"model type {model_type!r} has no KV cache (attention-free): kvlab elastic KV "
+                               "memory has nothing to manage; turn it off for this model")
+    specs = [spec for g in groups for spec in compat.layer_specs(g)]
+    foreign = sorted({type(s).__name__ for s in specs if not compat.is_attention_spec(s)})
+    if foreign:
+        raise UnsupportedModel(
+            f"kvlab elastic KV memory cannot serve model type {model_type!r}: its KV cache has {', '.join(foreign)} "
+            "layers (recurrent state, as Mamba and linear-attention hybrids keep), and kvlab supports attention "
+            "layers only (full, sliding-window, chunked-local; several groups are fine); turn elastic memory off "
+            "for this model")
+    sizes = sorted({s.page_size_bytes for s in specs})
+    if len(sizes) != 1:
+        raise UnsupportedModel(
+            f"kvlab elastic KV memory cannot serve model type {model_type!r}: its layers keep KV blocks of "
+            f"different sizes ({sizes} bytes) that vLLM could not unify into one page size; turn elastic memory "
+            "off for this model")
+    return sizes[0], max(len(g.layer_names) for g in groups)
 
 
 @dataclass(frozen=True)
@@ -27,9 +65,10 @@ class ChunkGeometry:
     block_bytes: int    # bytes one block takes in one layer (vLLM's KVCacheSpec.page_size_bytes)
     num_layers: int     # layers that own KV memory on this worker
     num_blocks: int     # blocks in the scheduler's pool, the null block 0 included
+    num_groups: int = 1  # vLLM's KV cache groups sharing the pool (several for hybrid models)
 
     def __post_init__(self):
-        for name in ("page_size", "block_bytes", "num_layers", "num_blocks"):
+        for name in ("page_size", "block_bytes", "num_layers", "num_blocks", "num_groups"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
 
@@ -77,24 +116,17 @@ class ChunkGeometry:
     def round_memory(available: int, block_bytes: int, num_layers: int, page_size: int) -> int:
         """The largest KV memory <= ``available`` that vLLM turns into a whole number of chunks.
 
-        vLLM computes ``num_blocks = memory // (block_bytes * num_layers)`` for a uniform model.
+        vLLM computes ``num_blocks = memory // (block_bytes * num_layers)``, ``num_layers`` being the
+        layer slots (the largest group's layer count; all layers for a uniform model).
         """
         k = page_size // math.gcd(page_size, block_bytes)
         per_chunk = k * block_bytes * num_layers
         return max(available, 0) // per_chunk * per_chunk
 
     @classmethod
-    def from_kv_cache_config(cls, kv_cache_config, page_size: int) -> "ChunkGeometry":
-        """Geometry of a vLLM KVCacheConfig (duck-typed; one full-attention group is supported)."""
-        groups = [g for g in kv_cache_config.kv_cache_groups if g.layer_names]
-        if len(groups) != 1:
-            raise ValueError(
-                f"kvlab elastic memory supports models with one KV cache group (uniform attention); this model "
-                f"has {len(groups)} (hybrid or sliding-window models are not supported yet)")
-        spec = groups[0].kv_cache_spec
-        per_layer = getattr(spec, "kv_cache_specs", None)  # UniformTypeKVCacheSpecs holds one spec per layer
-        sizes = {s.page_size_bytes for s in per_layer.values()} if per_layer else {spec.page_size_bytes}
-        if len(sizes) != 1:
-            raise ValueError(f"layers of different KV sizes ({sorted(sizes)}) are not supported by kvlab yet")
-        return cls(page_size=page_size, block_bytes=sizes.pop(), num_layers=len(groups[0].layer_names),
-                   num_blocks=kv_cache_config.num_blocks)
+    def from_kv_cache_config(cls, kv_cache_config, page_size: int, model_type: str = "?") -> "ChunkGeometry":
+        """Geometry of a vLLM KVCacheConfig: one or several groups of attention layers, one page size."""
+        block_bytes, slots = block_layout(kv_cache_config.kv_cache_groups, model_type)
+        groups = sum(1 for g in kv_cache_config.kv_cache_groups if g.layer_names)
+        return cls(page_size=page_size, block_bytes=block_bytes, num_layers=slots,
+                   num_blocks=kv_cache_config.num_blocks, num_groups=groups)

@@ -57,10 +57,10 @@ class _ArenaAllocation(TorchFunctionMode):
 
 
 class WorkerMapper:
-    def __init__(self, settings: ElasticSettings, kv_cache_config, device: torch.device):
+    def __init__(self, settings: ElasticSettings, kv_cache_config, device: torch.device, model_type: str = "?"):
         self.settings = settings
         handle = settings.handle_bytes
-        self.geometry = ChunkGeometry.from_kv_cache_config(kv_cache_config, handle)
+        self.geometry = ChunkGeometry.from_kv_cache_config(kv_cache_config, handle, model_type)
         self.geometry.require_aligned()
         self.pending = compat.kv_buffer_sizes(kv_cache_config)
         capacity = sum(-(-n // handle) * handle for n in self.pending)
@@ -74,6 +74,7 @@ class WorkerMapper:
         self.plans_applied = 0
         self.chunks_mapped = self.chunks_unmapped = 0
         self.peak_mapped_bytes = 0
+        self._warm_chunks: set[int] = set()  # mapped for vLLM's warm-up only (see map_for_warmup)
         # In-process engines may apply an idle release from the scheduler's watcher thread while the
         # engine thread applies a step's plan (always disjoint chunks); the arena calls take turns.
         self._apply_lock = threading.Lock()
@@ -101,6 +102,39 @@ class WorkerMapper:
             _local.setdefault(engine_id, []).append(weakref.ref(self))
         logger.info("kvlab: KV arena of %.1f MiB reserved, %d chunks x %d pages, chunk 0 mapped",
                     self.arena.capacity / 2**20, *self.table.shape)
+
+    # -- warm-up -----------------------------------------------------------------------------------
+    def map_for_warmup(self, block_ids) -> None:
+        """Map the chunks of blocks a warm-up step writes.
+
+        Model Runner V2 warms its kernels before the scheduler exists, with made-up requests on blocks
+        1..N (up to max_num_seqs of them), through the worker's execute_model; those blocks' pages must
+        be there, or the step faults on unmapped memory. ``end_warmup`` unmaps them again, so the
+        scheduler starts, as it assumes, with chunk 0 alone mapped.
+        """
+        k, n = self.geometry.blocks_per_chunk, self.geometry.num_chunks
+        chunks = sorted({b // k for b in block_ids} - {0} - self._warm_chunks)
+        if not chunks or self.table is None:
+            return
+        if chunks[-1] >= n:
+            raise RuntimeError(f"kvlab: a warm-up step names block {max(block_ids)}, past the {n * k} blocks of the "
+                               "KV cache")
+        with self._apply_lock:
+            self._map(chunks)
+            self._warm_chunks.update(chunks)
+
+    def end_warmup(self) -> None:
+        """Unmap what ``map_for_warmup`` mapped (after the device has finished with it)."""
+        with self._apply_lock:
+            if not self._warm_chunks:
+                return
+            chunks = sorted(self._warm_chunks)
+            if self.is_cuda:
+                torch.cuda.synchronize(self.arena.device.index)
+            self.arena.unmap(self._pages(chunks))
+            self.arena.pool.trim(0)
+            self._warm_chunks.clear()
+            logger.info("kvlab: %d chunk(s) mapped for vLLM's kernel warm-up unmapped again", len(chunks))
 
     # -- plans -------------------------------------------------------------------------------------
     def _pages(self, chunks) -> np.ndarray:

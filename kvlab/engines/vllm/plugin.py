@@ -5,7 +5,7 @@ worker) before it builds or uses a config. ``register`` wraps ``EngineArgs.creat
 once; the wrapper reads the settings for each engine it builds. With elastic memory off it returns
 vLLM's config untouched, so vLLM behaves as stock. With it on it
 
-* checks the vLLM version (a clear error outside the supported range),
+* checks the vLLM version and model runner (a clear error outside the supported range),
 * selects kvlab's scheduler and worker subclasses (``scheduler_cls`` / ``worker_cls``, plain vLLM
   config fields), and
 * stores the settings in ``additional_config["kvlab"]``, which travels to every process.
@@ -36,7 +36,8 @@ def make_elastic(vllm_config, settings: ElasticSettings) -> None:
     """Point an engine config at kvlab's scheduler and worker, carrying ``settings`` along."""
     from . import versions
 
-    versions.check_installed()
+    runner = compat.config_runner(vllm_config)
+    versions.check_installed(runner)
     device = compat.device_type()
     if device not in WORKERS:
         raise RuntimeError(f"kvlab elastic memory runs on CPU or CUDA, not {device}")
@@ -56,8 +57,8 @@ def make_elastic(vllm_config, settings: ElasticSettings) -> None:
     if not isinstance(extra, dict):
         raise ValueError("kvlab needs additional_config to be a dict to carry its settings")
     extra[CONFIG_KEY] = settings.with_engine_id().to_dict()
-    logger.info("kvlab: elastic KV memory on (page %d KiB, handle %d KiB, limit %s, reserve %d MiB)",
-                settings.page_size >> 10, settings.handle_bytes >> 10,
+    logger.info("kvlab: elastic KV memory on (%s model runner, page %d KiB, handle %d KiB, limit %s, reserve %d MiB)",
+                runner.upper(), settings.page_size >> 10, settings.handle_bytes >> 10,
                 "none" if settings.limit is None else f"{settings.limit >> 20} MiB", settings.reserve >> 20)
 
 

@@ -14,7 +14,11 @@ One record per engine, published by the scheduler (the process that owns the Chu
 * Page map: the record's ``page_size`` is the engine's mapping page (KVLAB_PAGE_SIZE). Chunk ``c`` is
   shown as pages ``[c*P, (c+1)*P)`` with ``P = chunk_bytes / page_size``, in chunk order (a chunk's real
   pages are spread over the layers' regions): all ``UNMAPPED`` when the chunk is unmapped, else its
-  share of used blocks as ``USED`` (first) and the rest ``MAPPED``.
+  share of used blocks as ``USED`` (first) and the rest ``MAPPED``. Hybrid models (several KV cache
+  groups over one pool) show the blocks each group holds as ``USED + g``, group by group
+  (``held_per_group``, read from vLLM's per-group managers at most every ``GROUP_PERIOD`` seconds: it walks
+  every held block, too slow for every publication of a large GPU pool), so `kvlab top` and the page
+  map can count pages per group; a sliding-window group's share stays small however long its requests.
 
 Published on every map/unmap and at most ``MAX_RATE`` times a second otherwise; the heartbeat and the
 control block are looked after by ``watcher.PoolWatcher``.
@@ -29,10 +33,12 @@ import numpy as np
 
 from kvlab.registry import Control, PageState, Publisher
 from kvlab.registry.names import default_name
+from kvlab.registry.record import MAX_GROUPS
 
 from .planner import ChunkPlanner
 
 MAX_RATE = 10.0  # publications per second while nothing is mapped or unmapped (readers sample at ~10 Hz)
+GROUP_PERIOD = 1.0  # seconds between readings of which KV cache group holds which blocks (hybrid models)
 
 
 def served_model(vllm_config) -> str:
@@ -43,10 +49,14 @@ def served_model(vllm_config) -> str:
 class PoolRecord:
     def __init__(self, planner: ChunkPlanner, *, model: str, page_size: int, name: str, device: str,
                  device_uuid: str, limit: int | None, minimum: int, min_period: float = 1 / MAX_RATE,
-                 map_ns=lambda: 0):
+                 held_per_group=None, map_ns=lambda: 0):
         import os
 
         self.planner = planner
+        # () -> one collection of held block ids per KV cache group; None: one group, counted by the planner
+        self.held_per_group = held_per_group
+        self._held: list[np.ndarray] = []   # blocks each group holds per chunk, as last read
+        self._held_at = -GROUP_PERIOD
         self.pages_per_chunk = max(1, planner.chunk_bytes // page_size)
         self.block_bytes = planner.chunk_bytes // planner.k
         capacity = planner.num_chunks * planner.chunk_bytes
@@ -82,13 +92,29 @@ class PoolRecord:
         self.n_unmaps += unmapped_chunks * self.pages_per_chunk
 
     def pages(self) -> np.ndarray:
-        p, k = self.pages_per_chunk, self.planner.k
-        mapped = np.fromiter(self.planner.mapped, dtype=bool, count=self.planner.num_chunks)
-        free = np.fromiter(self.planner.free, dtype=np.int64, count=self.planner.num_chunks)
-        used = np.where(mapped, np.ceil((k - free) * p / k), 0).astype(np.int64)
+        p, k, n = self.pages_per_chunk, self.planner.k, self.planner.num_chunks
+        mapped = np.fromiter(self.planner.mapped, dtype=bool, count=n)
         offset = np.arange(p)[None, :]
-        states = np.where(offset < used[:, None], PageState.USED,
-                          np.where(mapped[:, None], PageState.MAPPED, PageState.UNMAPPED))
+        states = np.where(mapped[:, None], PageState.MAPPED, PageState.UNMAPPED).repeat(p, axis=1)
+        if self.held_per_group is None:
+            free = np.fromiter(self.planner.free, dtype=np.int64, count=n)
+            held = [np.where(mapped, k - free, 0)]
+        else:
+            now = time.monotonic()
+            if now - self._held_at >= GROUP_PERIOD:
+                self._held_at = now
+                self._held = [np.bincount(np.fromiter(ids, dtype=np.int64, count=len(ids)) // k, minlength=n)[:n]
+                              for ids in self.held_per_group()]
+            held = [np.where(mapped, blocks, 0) for blocks in self._held]  # a chunk unmapped since holds nothing
+        # Group by group, each chunk's pages in proportion to the blocks each group holds there.
+        upto = np.zeros(n, dtype=np.int64)
+        bounds = [np.zeros(n, dtype=np.int64)]
+        for blocks in held:
+            upto = upto + blocks
+            bounds.append(np.ceil(upto * p / k).astype(np.int64))
+        for g in range(len(held) - 1, -1, -1):  # the lowest group wins a page two groups share
+            inside = (offset >= bounds[g][:, None]) & (offset < bounds[g + 1][:, None])
+            states = np.where(inside, PageState.USED + min(g, MAX_GROUPS - 1), states)
         return states.astype(np.uint8).ravel()
 
     def publish(self, force: bool = False) -> None:

@@ -40,17 +40,17 @@ from .watcher import PoolWatcher
 logger = logging.getLogger("vllm.kvlab")  # under vLLM's logger, so its handlers print it
 
 
-def _floor_chunks(geo: ChunkGeometry, vllm_config) -> int:
-    """Chunks one longest request needs (plus chunk 0): a budget below it would leave it waiting forever."""
-    max_len = vllm_config.model_config.max_model_len
-    block_size = vllm_config.cache_config.block_size
-    return 1 + math.ceil((math.ceil(max_len / block_size) + 1) / geo.blocks_per_chunk)
+def _floor_chunks(geo: ChunkGeometry, vllm_config, kv_cache_config) -> int:
+    """Chunks one longest request needs (plus chunk 0): a budget below it would leave it waiting forever.
+    It holds blocks in every KV cache group: all its tokens' in full attention, a window's in sliding."""
+    blocks = sum(n + 1 for n in compat.request_blocks_per_group(vllm_config, kv_cache_config))
+    return 1 + math.ceil(blocks / geo.blocks_per_chunk)
 
 
-def _budget_chunks(limit: int | None, geo: ChunkGeometry, vllm_config) -> int | None:
+def _budget_chunks(limit: int | None, geo: ChunkGeometry, vllm_config, kv_cache_config) -> int | None:
     if limit is None:
         return None
-    need = _floor_chunks(geo, vllm_config)
+    need = _floor_chunks(geo, vllm_config, kv_cache_config)
     budget = limit // geo.chunk_bytes
     if budget < need:
         logger.warning("kvlab: KV limit %d MiB is below one %d-token request (%d chunks of %d MiB); using %d MiB",
@@ -72,14 +72,16 @@ class ElasticSchedulerMixin:
     def __init__(self, vllm_config, kv_cache_config, *args, **kwargs):
         super().__init__(vllm_config, kv_cache_config, *args, **kwargs)
         self.kvlab_settings = ElasticSettings.from_vllm_config(vllm_config)
-        geo = ChunkGeometry.from_kv_cache_config(kv_cache_config, self.kvlab_settings.handle_bytes)
+        geo = ChunkGeometry.from_kv_cache_config(kv_cache_config, self.kvlab_settings.handle_bytes,
+                                                 compat.model_type(vllm_config))
         geo.require_aligned()
         self.kvlab_geometry = geo
         self._kvlab_vllm_config = vllm_config
+        self._kvlab_kv_cache_config = kv_cache_config
         s = self.kvlab_settings
         self.kvlab_planner = ChunkPlanner(
             geo.num_chunks, geo.blocks_per_chunk, geo.chunk_bytes,
-            budget_chunks=_budget_chunks(s.limit, geo, vllm_config),
+            budget_chunks=_budget_chunks(s.limit, geo, vllm_config, kv_cache_config),
             reserve_chunks=math.ceil(s.reserve / geo.chunk_bytes), release_delay=s.release_delay,
             idle_release=s.idle_release)
         pool = compat.block_pool(self)
@@ -105,9 +107,11 @@ class ElasticSchedulerMixin:
         device, uuid, probe = headroom.device_probe(vllm_config.device_config.device_type)
         limit = None if s.limit is None else planner.budget_chunks * geo.chunk_bytes
         try:
+            held = functools.partial(_held_per_group, weakref.ref(self)) if geo.num_groups > 1 else None
             self.kvlab_pool = PoolRecord(planner, model=served_model(vllm_config), page_size=s.page_size,
                                          name=s.pool_name, device=device, device_uuid=uuid, limit=limit,
-                                         minimum=s.min, map_ns=lambda: _local_map_ns(s.engine_id))
+                                         minimum=s.min, held_per_group=held,
+                                         map_ns=lambda: _local_map_ns(s.engine_id))
         except RecordExists:
             raise RecordExists(f"kvlab: pool name {s.pool_name!r} (KVLAB_POOL_NAME) is taken by another live "
                                f"engine; give each engine its own name, or leave it unset for a unique one") from None
@@ -133,7 +137,7 @@ class ElasticSchedulerMixin:
         if ctl is None:
             return
         geo, planner = self.kvlab_geometry, self.kvlab_planner
-        budget = _budget_chunks(ctl.limit, geo, self._kvlab_vllm_config)
+        budget = _budget_chunks(ctl.limit, geo, self._kvlab_vllm_config, self._kvlab_kv_cache_config)
         planner.budget_chunks = budget
         pool.applied(ctl, None if budget is None else planner.budget_chunks * geo.chunk_bytes, ctl.min)
         logger.info("kvlab: pool %s limit %s, min %d MiB (control revision %d)", pool.name,
@@ -231,6 +235,11 @@ def _release_in_process(scheduler_ref) -> None:
     scheduler = scheduler_ref()
     if scheduler is not None:
         scheduler._kvlab_release_in_process()
+
+
+def _held_per_group(scheduler_ref) -> list:
+    scheduler = scheduler_ref()
+    return compat.blocks_held_per_group(scheduler) if scheduler is not None else []
 
 
 def _close_pool(watcher: PoolWatcher, pool: PoolRecord) -> None:

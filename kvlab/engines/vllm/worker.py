@@ -5,7 +5,9 @@
 * the KV allocation context (``compat.KVAllocationHook``): vLLM allocates the KV buffer inside it;
   ours hands out arena views instead of zero-filled memory.
 * ``initialize_from_config``: reads the page table off the bound views, maps chunk 0.
-* ``execute_model``: applies the step's page plan before vLLM touches the batch's blocks.
+* ``execute_model``: applies the step's page plan before vLLM touches the batch's blocks; during
+  ``compile_or_warm_up_model`` it maps the blocks vLLM's own warm-up steps write (Model Runner V2),
+  unmapped again when the warm-up ends.
 * ``kvlab_stats``: for ``collective_rpc("kvlab_stats")``.
 """
 
@@ -14,7 +16,7 @@ from __future__ import annotations
 import math
 
 from . import compat
-from .geometry import ChunkGeometry
+from .geometry import ChunkGeometry, block_layout
 from .mapper import WorkerMapper
 from .planner import PLAN_ATTR
 from .settings import ElasticSettings
@@ -31,6 +33,7 @@ def utilization_that_fits(wanted: float, free: int, total: int) -> float:
 
 class ElasticWorkerMixin(compat.KVAllocationHook):
     kvlab_mapper: WorkerMapper | None = None
+    _kvlab_warming = False
 
     @property
     def kvlab_settings(self) -> ElasticSettings:
@@ -41,12 +44,11 @@ class ElasticWorkerMixin(compat.KVAllocationHook):
 
     def determine_available_memory(self) -> int:
         settings = self.kvlab_settings
+        # The groups vLLM will form (several for hybrid models): a block costs its page in each layer slot.
+        groups = compat.kv_cache_groups(self.vllm_config, self.get_kv_cache_spec())
+        block_bytes, slots = block_layout(groups, compat.model_type(self.vllm_config))
         capacity = self._kvlab_capacity()
-        sizes = {spec.page_size_bytes for spec in self.get_kv_cache_spec().values()}
-        if len(sizes) != 1:
-            raise ValueError(f"kvlab elastic memory needs layers of one KV size, this model has {sorted(sizes)}")
-        return ChunkGeometry.round_memory(capacity, sizes.pop(), len(self.get_kv_cache_spec()),
-                                         settings.handle_bytes)
+        return ChunkGeometry.round_memory(capacity, block_bytes, slots, settings.handle_bytes)
 
     def _kvlab_kv_allocation_context(self):
         if self.kvlab_mapper is not None and self.kvlab_mapper.table is None:
@@ -55,12 +57,18 @@ class ElasticWorkerMixin(compat.KVAllocationHook):
 
     def initialize_from_config(self, kv_cache_config) -> None:
         settings = self.kvlab_settings
-        self.kvlab_mapper = WorkerMapper(settings, kv_cache_config, self.device)
+        self.kvlab_mapper = WorkerMapper(settings, kv_cache_config, self.device, compat.model_type(self.vllm_config))
         super().initialize_from_config(kv_cache_config)
         self.kvlab_mapper.bind(compat.bound_kv_caches(self), settings.engine_id)
 
     def compile_or_warm_up_model(self, *args, **kwargs):
-        result = super().compile_or_warm_up_model(*args, **kwargs)
+        self._kvlab_warming = True
+        try:
+            result = super().compile_or_warm_up_model(*args, **kwargs)
+        finally:
+            self._kvlab_warming = False
+            if self.kvlab_mapper is not None:
+                self.kvlab_mapper.end_warmup()
         if self.kvlab_mapper is not None:
             # Profiling and warm-up leave GBs of activations cached by torch's allocator, and the
             # sampler's workspace; an idle elastic engine should hold its weights and little else.
@@ -71,6 +79,8 @@ class ElasticWorkerMixin(compat.KVAllocationHook):
         plan = getattr(scheduler_output, PLAN_ATTR, None)
         if plan is not None and self.kvlab_mapper is not None:
             self.kvlab_mapper.apply(plan)
+        elif self._kvlab_warming and self.kvlab_mapper is not None:
+            self.kvlab_mapper.map_for_warmup(compat.blocks_named_by(scheduler_output))
         return super().execute_model(scheduler_output, *args, **kwargs)
 
     def kvlab_stats(self) -> dict:

@@ -1,4 +1,5 @@
-"""The elastic worker for CUDA GPUs (vLLM 0.24-0.26): cuda-backend arenas over the driver's VMM API."""
+"""The elastic worker for CUDA GPUs (vLLM 0.24-0.33, V1 or Model Runner V2): cuda-backend arenas over the
+driver's VMM API."""
 
 from __future__ import annotations
 
