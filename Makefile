@@ -14,7 +14,7 @@ NATIVE := $(wildcard native/src/*.cpp native/src/*.h) native/CMakeLists.txt
 STAMP  := $(VENV)/.kvlab-installed
 BROWSER := $(VENV)/.chromium
 
-.PHONY: demo test test-install test-engines test-gpu bench-vmm bench-dashboard bench-gpu bench-gpu-report clean
+.PHONY: demo test test-install test-engines test-sglang test-gpu bench-vmm bench-dashboard bench-gpu bench-gpu-report clean
 
 $(STAMP): pyproject.toml $(NATIVE)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,21 @@ demo: $(STAMP)
 # pytest exits 5 when it collects nothing: make treats that as the failure it is.
 test: $(STAMP) $(BROWSER)
 	$(BIN)/python -m pytest tests
+
+# SGLang's adapter against real SGLang objects on the CPU (make test skips those tests). SGLang 0.5.23's KV pool
+# imports torchvision, whose PyPI builds need torch's CUDA build, so this venv swaps torch 2.13+cpu for torch
+# 2.14.1 (the CUDA build runs on the CPU too): about 5.5 GB and 4-5 minutes from the local wheels.
+SGL_VENV := .venv-sgl
+SGLANG   ?= sglang==0.5.23
+$(SGL_VENV)/.kvlab-installed: $(STAMP)
+	rm -rf $(SGL_VENV) && cp -a $(VENV) $(SGL_VENV)
+	$(SGL_VENV)/bin/python -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
+	$(SGL_VENV)/bin/python -m pip install --quiet --no-deps "$(SGLANG)" orjson gguf
+	$(SGL_VENV)/bin/python -m pip install --quiet --no-build-isolation --no-deps -e .
+	@touch $@
+
+test-sglang: $(SGL_VENV)/.kvlab-installed
+	$(SGL_VENV)/bin/python -m pytest tests/engines/test_sglang_policy.py tests/engines/test_sglang_pool.py
 
 # The install's independence from this machine's pip configuration (local wheel folder, mirrors), alone.
 test-install: $(STAMP)

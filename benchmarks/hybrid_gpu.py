@@ -108,6 +108,34 @@ def _child(mode: str, model: str, util: float, dummy: bool = True) -> dict:
             "outputs": [list(o.outputs[0].token_ids) for o in outs], "long": long}
 
 
+def summarize(runs: dict, shape: str, gpu: str, util: float, random_weights: bool = False) -> dict:
+    """The saved result: the issue's top-level keys (model_shape, identical, groups) and the figures."""
+    s, e = runs["static"], runs["elastic"]
+    mib = lambda b: round(b / 2**20, 1)  # noqa: E731
+    summary = {
+        "benchmark": "hybrid_gpu",
+        "model_shape": f"gemma3/{shape}",
+        "identical": s["outputs"] == e["outputs"] and s["long"]["tokens"] == e["long"]["tokens"],
+        "groups": len(s["groups"]),
+        "gpu": gpu,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "versions": {"vllm": s["vllm"]},
+        "config": {"util": util, "lengths": LENGTHS, "max_tokens": MAX_TOKENS, "long_prompt": LONG_PROMPT,
+                   "long_tokens": LONG_TOKENS, "load_format": "auto" if random_weights else "dummy",
+                   "dtype": "bfloat16"},
+        "kv_cache_groups": s["groups"],
+        "mismatched_requests": [i for i, (a, b) in enumerate(zip(s["outputs"], e["outputs"])) if a != b],
+        "distinct_outputs": len({tuple(o) for o in s["outputs"]}),
+        "idle_vram_MiB": {"static": mib(s["vram_idle"] - s["vram_before"]),
+                          "elastic": mib(e["vram_idle"] - e["vram_before"])},
+        "peak_kv_MiB": {"static": mib(s["static_kv_bytes"]),
+                        "elastic": mib(e["kvlab_stats_end"].get("peak_mapped_bytes", 0))},  # over the whole run
+        "long_request_kv_MiB": {k: mib(v) for k, v in e["long"].items() if k.startswith("mapped") and v is not None},
+        "runs": {k: {kk: vv for kk, vv in v.items() if kk != "outputs"} for k, v in runs.items()},
+    }
+    return summary
+
+
 def _gpu_slug(name: str) -> str:
     m = re.search(r"(H100|H200|A100|L40S?|B200|GH200|A10G?|L4)", name, re.I)
     return m.group(1).lower() if m else re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "gpu"
@@ -143,30 +171,8 @@ def main() -> None:
             print(p.stdout[-3000:], p.stderr[-6000:], sep="\n")
             raise SystemExit(f"{mode} run failed ({p.returncode})")
         runs[mode] = json.loads(lines[-1][7:])
-    s, e = runs["static"], runs["elastic"]
-    mib = lambda b: round(b / 2**20, 1)  # noqa: E731
-    summary = {
-        "benchmark": "hybrid_gpu",
-        "model_shape": f"gemma3/{args.shape}",
-        "identical": s["outputs"] == e["outputs"] and s["long"]["tokens"] == e["long"]["tokens"],
-        "groups": len(s["groups"]),
-        "gpu": gpu,
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "versions": {"vllm": s["vllm"]},
-        "config": {"util": args.util, "lengths": LENGTHS, "max_tokens": MAX_TOKENS, "long_prompt": LONG_PROMPT,
-                   "long_tokens": LONG_TOKENS, "load_format": "auto" if args.random_weights else "dummy",
-                   "dtype": "bfloat16"},
-        "kv_cache_groups": s["groups"],
-        "mismatched_requests": [i for i, (a, b) in enumerate(zip(s["outputs"], e["outputs"])) if a != b],
-        "distinct_outputs": len({tuple(o) for o in s["outputs"]}),
-        "idle_vram_MiB": {"static": mib(s["vram_idle"] - s["vram_before"]),
-                          "elastic": mib(e["vram_idle"] - e["vram_before"])},
-        "peak_kv_MiB": {"static": mib(s["static_kv_bytes"]),
-                        "elastic": mib(e["kvlab_stats_after_burst"].get("peak_mapped_bytes", 0))},
-        "long_request_kv_MiB": {k: mib(v) for k, v in e["long"].items() if k.startswith("mapped") and v is not None},
-        "system_info": environment(),
-        "runs": {k: {kk: vv for kk, vv in v.items() if kk != "outputs"} for k, v in runs.items()},
-    }
+    summary = summarize(runs, args.shape, gpu, args.util, args.random_weights)
+    summary["system_info"] = environment()
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                    f"hybrid_gpu_{_gpu_slug(gpu)}.json")
     write_json_atomic(out, summary)

@@ -6,7 +6,7 @@ The lab's objects are exported lazily (``kvlab.Server`` imports kvlab.lab on fir
 
 __version__ = "0.1.0"
 
-_LAB = ("Server", "Fleet", "bursty", "poisson", "alternating", "trace", "run_workload", "Telemetry",
+_LAB = ("Server", "ElasticSettings", "Fleet", "bursty", "poisson", "alternating", "trace", "run_workload", "Telemetry",
         "ElasticVsStatic", "MultiModel", "Result")
 __all__ = ["__version__", *_LAB]
 

@@ -1,4 +1,15 @@
+"""Fixtures for every test directory: one tiny model, and GPU tests skipped where no GPU can run them."""
+
 import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """A Qwen2-shaped model with random weights, made offline (kvlab's model cache: built once per machine)."""
+    pytest.importorskip("tokenizers")
+    from kvlab.models import synthetic
+
+    return synthetic("qwen2", "tiny")
 
 
 def _cuda_usable() -> bool:

@@ -179,6 +179,13 @@ def _limit(p: dict) -> str:
     return text
 
 
+def _mapped(p: dict) -> str:
+    """The engine's mapped bytes; for a tensor-parallel engine (one pool, several ranks) also each rank's."""
+    ranks = p.get("ranks", 1)
+    text = format_size(p["mapped"])
+    return text if ranks <= 1 else f"{text} = {ranks}x{format_size(p['rank_mapped'][0])}"
+
+
 def _rate(r: float | None) -> str:
     return "-" if r is None else f"{r:.0f}"
 
@@ -217,7 +224,7 @@ def _device_table(key: str, dev: dict | None, pools: list[dict], map_width: int)
         t.add_column(col, no_wrap=True, overflow="ellipsis")
     for p in sorted(pools, key=lambda p: p["name"]):
         t.add_row(p["name"], short_model(p["model"])[:20], _pid(p), bar(p, 16),
-                  used_text(p), format_size(p["mapped"]), _limit(p), format_size(p["min"]),
+                  used_text(p), _mapped(p), _limit(p), format_size(p["min"]),
                   page_map(p["pages"], map_width), _rate(p["map_rate"]), _rate(p["unmap_rate"]))
     return t
 

@@ -1,12 +1,14 @@
 """kvlab.lab: drive LLM servers from a notebook — start engines, send workloads, measure every request.
 
->>> from kvlab.lab import Server, bursty, run_workload
->>> with Server(model, memory="elastic") as s:
+>>> from kvlab.lab import ElasticSettings, Server, bursty, run_workload
+>>> with Server(model, memory="elastic", elastic=ElasticSettings(limit="2G", idle_release=30)) as s:
 ...     records = run_workload(bursty(n_bursts=3, burst_size=8, pause=5, max_tokens=64), s)
 
 The experiments and their Result need pandas (~0.3 s to import): they are exported lazily, so
 ``from kvlab.lab import Server`` does not pay for them.
 """
+
+from kvlab.settings import ElasticSettings, InvalidSettings
 
 from .client import Client, RequestRecord
 from .errors import (EngineDied, InvalidEngineArgs, LabError, ModelNotFound, PortInUse, RunInterrupted,
@@ -19,7 +21,7 @@ from .trace import Trace, trace
 from .workloads import Alternating, Bursty, Poisson, Request, Workload, alternating, bursty, poisson
 
 __all__ = [
-    "Server", "Fleet", "Client", "RequestRecord", "running", "stop_all",
+    "Server", "ElasticSettings", "InvalidSettings", "Fleet", "Client", "RequestRecord", "running", "stop_all",
     "Telemetry", "Sample", "PoolSample", "DeviceSample", "ElasticVsStatic", "MultiModel", "Result",
     "ExperimentFailed",
     "Workload", "Request", "Bursty", "Poisson", "Alternating", "Trace",

@@ -10,21 +10,27 @@ import importlib.util
 import json
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
+
+from kvlab.engines.vllm.settings import CONFIG_KEY
+from kvlab.settings import ENV as SETTINGS_ENV
+from kvlab.settings import ElasticSettings
 
 from ..sysinfo import package_version
 from .errors import ModelNotFound, UnsupportedSetup
 
 MEMORY_MODES = ("elastic", "static", "kvcached")
 
-# Environment switches per memory mode. "static" removes the others' switches, so a shell that
-# exported one cannot make a stock-vLLM baseline secretly elastic.
+# Environment switches per memory mode. Every mode removes the others' switches and kvlab's settings
+# variables, so a shell that exported one cannot make a stock-vLLM baseline secretly elastic, nor change
+# an elastic server's settings behind its ``elastic=`` (which the engine gets on its command line).
 MEMORY_ENV: dict[str, dict[str, str]] = {
-    "elastic": {"KVLAB_ELASTIC": "1"},
+    "elastic": {},
     "static": {},
     "kvcached": {"ENABLE_KVCACHED": "true", "KVCACHED_AUTOPATCH": "1"},
 }
-_ALL_SWITCHES = sorted({k for env in MEMORY_ENV.values() for k in env})
+_ALL_SWITCHES = sorted({k for env in MEMORY_ENV.values() for k in env} | set(SETTINGS_ENV.values()))
 
 # Options the Server itself owns; passing them as engine args would contradict it.
 _RESERVED = {"model", "port"}
@@ -125,6 +131,43 @@ def check_memory(memory: str, device: str) -> None:
 def hub_offline() -> bool:
     """Whether the model hub is switched off (``HF_HUB_OFFLINE``, read as huggingface_hub reads it)."""
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def check_elastic(memory: str, settings) -> ElasticSettings | None:
+    """The elastic settings a server of ``memory`` runs with (None for the other modes)."""
+    if memory != "elastic":
+        if settings is not None:
+            raise ValueError(f"elastic= configures memory='elastic'; this server runs memory={memory!r}")
+        return None
+    if settings is None:
+        return ElasticSettings()
+    if not isinstance(settings, ElasticSettings):
+        raise TypeError(f"elastic must be a kvlab.settings.ElasticSettings, got {type(settings).__name__}")
+    return settings if settings.elastic else replace(settings, elastic=True)
+
+
+def check_env(env: dict | None) -> dict:
+    """Extra engine environment, refusing kvlab's settings variables (they belong in ``elastic=``)."""
+    env = dict(env or {})
+    settings = sorted(set(env) & set(SETTINGS_ENV.values()))
+    if settings:
+        fields = {v: k for k, v in SETTINGS_ENV.items()}
+        example = ", ".join(f"{fields[k]}=..." for k in settings)
+        raise ValueError(f"{', '.join(settings)} in env=: give elastic-memory settings as "
+                         f"elastic=ElasticSettings({example}) (the environment is for `vllm serve` users)")
+    return env
+
+
+def with_settings(engine_args: dict, settings: ElasticSettings | None) -> dict:
+    """``engine_args`` with the elastic settings in vLLM's ``additional_config`` (one serialized object)."""
+    if settings is None:
+        return engine_args
+    extra = engine_args.get("additional_config") or {}
+    if not isinstance(extra, dict):
+        raise ValueError(f"additional_config must be a dict, got {extra!r}")
+    if CONFIG_KEY in extra:
+        raise ValueError(f"additional_config[{CONFIG_KEY!r}] is set by Server: pass elastic=ElasticSettings(...)")
+    return {**engine_args, "additional_config": {**extra, CONFIG_KEY: settings.to_dict()}}
 
 
 def _looks_like_path(text: str) -> bool:

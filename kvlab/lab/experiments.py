@@ -69,8 +69,13 @@ class _Experiment:
         if self.progress:
             print(f"[kvlab {self.kind}] {text}", file=sys.stderr, flush=True)
 
-    def run(self, live: bool = False) -> Result:
-        """Run every setup; return the Result (see the module docstring for failures)."""
+    def run(self, observer=None) -> Result:
+        """Run every setup; return the Result (see the module docstring for failures).
+
+        observer: called as ``observer(servers, telemetry)`` once each setup's servers are up; what it
+            returns gets ``record(request_record)`` for each finished request and ``stop(reason)`` at the
+            setup's end. ``kvlab.views.run_live(experiment)`` passes a live Dashboard this way.
+        """
         parts = {"setups": [], "timeline": [], "events": [], "requests": []}
         meta = {"kind": self.kind, "config": self._config(), "environment": _environment(),
                 "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -78,7 +83,7 @@ class _Experiment:
         for i, (name, servers) in enumerate(setups):
             self._say(f"setup {i + 1}/{len(setups)}: {name} ({', '.join(s.name for s in servers)})")
             try:
-                self._run_setup(name, servers, parts, live)
+                self._run_setup(name, servers, parts, observer)
             except KeyboardInterrupt as e:
                 e.result = self._result(parts, meta)
                 raise
@@ -88,7 +93,7 @@ class _Experiment:
                                        f"(what was measured is in err.result)", result) from e
         return self._result(parts, meta)
 
-    def _run_setup(self, name: str, servers: list[Server], parts: dict, live: bool) -> None:
+    def _run_setup(self, name: str, servers: list[Server], parts: dict, observer) -> None:
         keys = server_keys(servers)
         setup = {"name": name, "memory": servers[0].memory, "device": servers[0].device, "error": None,
                  "servers": [{"key": k, "model": s.model, "url": None, "memory": s.memory, "pool_name": s.pool_name}
@@ -106,7 +111,7 @@ class _Experiment:
                     info.update(url=s.url if s.port else None, pgid=s.pgid, log=str(s.log_path) if s.log_path else None)
             self._say(f"{name}: ready in {time.monotonic() - t0:.0f} s; measuring idle for {self.idle_before:g} s")
             tel.start()
-            view = _dashboard(servers, tel) if live else None
+            view = _observe(observer, servers, tel)
             time.sleep(self.idle_before)
             workload = self.workload(servers) if callable(self.workload) else self.workload
             self._say(f"{name}: running {workload!r}")
@@ -145,7 +150,9 @@ class _Experiment:
 
 
 class ElasticVsStatic(_Experiment):
-    """One model, one server per memory mode in ``memories``, the same workload on each."""
+    """One model, one server per memory mode in ``memories``, the same workload on each.
+
+    ``elastic=ElasticSettings(...)`` (with the other Server arguments) configures the elastic setup only."""
 
     kind = "ElasticVsStatic"
 
@@ -161,7 +168,10 @@ class ElasticVsStatic(_Experiment):
         return {**super()._config(), "model": os.fspath(self.model), "memories": list(self.memories)}
 
     def _setups(self):
-        return [(mem, [Server(self.model, memory=mem, start=False, progress=self.progress, **self.server_kw)])
+        def kw(mem):
+            return {k: v for k, v in self.server_kw.items() if k != "elastic" or mem == "elastic"}
+
+        return [(mem, [Server(self.model, memory=mem, start=False, progress=self.progress, **kw(mem))])
                 for mem in self.memories]
 
 
@@ -208,15 +218,11 @@ def _environment() -> dict:
     return env
 
 
-def _dashboard(servers, tel):
+def _observe(observer, servers, tel):
+    if observer is None:
+        return None
     try:
-        from IPython.display import display
-
-        from kvlab.views import Dashboard
-
-        view = Dashboard(servers, telemetry=tel)
-        display(view)
-        return view
-    except Exception as e:  # the live view is a nicety: the measurement goes on without it
+        return observer(servers, tel)
+    except Exception as e:  # a live view is a nicety: the measurement goes on without it
         warnings.warn(f"live view unavailable: {e!r}", RuntimeWarning)
         return None

@@ -59,12 +59,6 @@ class Fleet:
     def clients(self, **kwargs) -> list:
         return [s.client(**kwargs) for s in self.servers]
 
-    def dashboard(self, **kwargs):
-        """A live kvlab.views.Dashboard of every server here (one limit row per elastic pool)."""
-        from kvlab.views.dashboard import Dashboard  # lazy: the lab runs without the widget stack
-
-        return Dashboard(self, **kwargs)
-
     def __enter__(self) -> "Fleet":
         return self.start()
 

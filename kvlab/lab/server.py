@@ -19,17 +19,20 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
 
 from kvlab.registry.names import slug
+from kvlab.settings import ElasticSettings
 
-from . import engine, ports, startlog
+from . import engine, ports, sglang_engine, startlog
 from .errors import EngineDied, InvalidEngineArgs, PortInUse, ServerError, StartTimeout
 from .process import EngineProcess
 
 TAIL_LINES = 30
+_setup = engine  # Server.__init__ takes a parameter named engine
 _live_strong: set = set()  # running servers stay reachable (and stoppable at exit) even if the caller drops them
 _lock = threading.Lock()
 
@@ -60,41 +63,60 @@ def _log_dir() -> Path:
 
 
 class Server:
-    """A vLLM OpenAI-compatible server for ``model``.
+    """A vLLM (or SGLang) OpenAI-compatible server for ``model``.
 
-    memory: "elastic" (kvlab's elastic KV cache; sets KVLAB_ELASTIC=1 for the engine), "static"
-        (stock vLLM) or "kvcached" (the reference system; needs kvcached and an NVIDIA GPU).
+    engine: "vllm" (default) or "sglang" (SGLang's server, on a GPU or its CPU backend; its elastic mode is
+        kvlab's SGLang adapter, kvlab.engines.sglang; engine_args are SGLang's options, e.g. context_length=512).
+
+    memory: "elastic" (kvlab's elastic KV cache), "static" (stock vLLM) or "kvcached" (the reference
+        system; needs kvcached and an NVIDIA GPU).
+    elastic: the elastic memory's ``kvlab.settings.ElasticSettings`` (memory="elastic" only; None: the
+        defaults). Validated here; the engine gets it as ``additional_config["kvlab"]``, and the
+        ``KVLAB_*`` variables of this process's environment do not reach it.
     device: None (a GPU if vLLM's GPU build can use one, else vLLM's CPU build), "cpu", "cuda:N" or N.
     port: None picks a free port; an explicit port that is taken raises PortInUse before starting.
-    env: extra environment for the engine (a value of None removes a variable).
+    env: extra environment for the engine (a value of None removes a variable); not for elastic settings.
     engine_args: passed to vLLM as ``--flag value`` (``max_model_len=512`` -> ``--max-model-len 512``;
         True -> ``--flag``, False -> ``--no-flag``).
     start: start now (blocking until the health check answers); False leaves it to ``start()``/``with``.
     """
 
     def __init__(self, model, memory: str = "elastic", device=None, port: int | None = None, *,
-                 env: dict | None = None, host: str = "127.0.0.1", start: bool = True,
+                 elastic: ElasticSettings | None = None, env: dict | None = None, host: str = "127.0.0.1",
+                 start: bool = True,
                  start_timeout: float = 900.0, grace: float = 10.0, progress: bool = True,
-                 log_dir: str | os.PathLike | None = None, name: str | None = None, **engine_args):
-        self.model_path = engine.resolve_model(model)
-        self.device = engine.resolve_device(device)
-        engine.check_memory(memory, self.device)
+                 log_dir: str | os.PathLike | None = None, name: str | None = None, engine: str = "vllm",
+                 **engine_args):
+        self.engine = sglang_engine.check_engine(engine)
+        self.model_path = _setup.resolve_model(model)
+        if self.engine == "sglang":
+            if memory not in _setup.MEMORY_MODES:
+                raise ValueError(f"memory must be one of {_setup.MEMORY_MODES}, got {memory!r}")
+            self.device = sglang_engine.resolve_device(device, _setup.gpu_count())
+            sglang_engine.check_memory(memory)
+        else:
+            self.device = _setup.resolve_device(device)
+            _setup.check_memory(memory, self.device)
         self.memory = memory
         self.host = host
         self._port_asked = None if port is None else ports.check_port(port, host)
         self.port: int | None = self._port_asked
-        self.engine_args = engine.cpu_defaults(engine_args) if self.device == "cpu" else dict(engine_args)
-        engine.engine_flags(self.engine_args)  # validate now, not after a fork
+        vllm_cpu = self.device == "cpu" and self.engine == "vllm"
+        self.engine_args = _setup.cpu_defaults(engine_args) if vllm_cpu else dict(engine_args)
         served = self.engine_args.get("served_model_name")
         self.model: str = (served[0] if isinstance(served, (list, tuple)) else served) or self.model_path
         self.name = name or Path(self.model).name or self.model
-        self.env_extra = dict(env or {})
-        # The elastic engine publishes its pool's registry record under this name (KVLAB_POOL_NAME), so
-        # telemetry and kvlab.limits find this server's pool without guessing from pids.
-        self.pool_name: str | None = None
-        if memory == "elastic":
-            self.pool_name = self.env_extra.get("KVLAB_POOL_NAME") or _pool_name(self.name, self._port_asked)
-            self.env_extra["KVLAB_POOL_NAME"] = self.pool_name
+        self.env_extra = _setup.check_env(env)
+        # The elastic engine publishes its pool's registry record under this name, so telemetry and
+        # kvlab.limits find this server's pool without guessing from pids.
+        self.elastic = _setup.check_elastic(memory, elastic)
+        if self.elastic is not None and not self.elastic.pool_name:
+            self.elastic = replace(self.elastic, pool_name=_pool_name(self.name, self._port_asked))
+        self.pool_name: str | None = self.elastic.pool_name if self.elastic is not None else None
+        # vLLM takes the settings as additional_config; SGLang's scheduler reads them from its environment.
+        settings_args = (self.engine_args if self.engine == "sglang"
+                         else _setup.with_settings(self.engine_args, self.elastic))
+        self._flags = _setup.engine_flags(settings_args)  # checked now, not after a fork
         self.start_timeout = float(start_timeout)
         self.grace = float(grace)
         self.progress = progress
@@ -111,12 +133,18 @@ class Server:
     def command(self, port: int | None = None) -> list[str]:
         """The engine's command line (for reading, or for running it by hand)."""
         port = port or self.port or 0
+        if self.engine == "sglang":
+            return sglang_engine.command(sys.executable, self.model_path, self.host, port, self.device, self._flags)
         return [sys.executable, *engine.engine_module(self.memory), "--model", self.model_path,
-                "--host", self.host, "--port", str(port), *engine.engine_flags(self.engine_args)]
+                "--host", self.host, "--port", str(port), *self._flags]
 
     def environment(self) -> dict[str, str]:
-        """The engine's environment: this process's, with the memory mode's switches and ``env``."""
-        return engine.engine_env(self.memory, self.device, self.env_extra)
+        """The engine's environment: this process's, with the memory mode's switches and ``env``, without
+        the ``KVLAB_*`` elastic settings (the engine gets ``self.elastic`` on its command line)."""
+        env = engine.engine_env(self.memory, self.device, self.env_extra)
+        if self.engine == "sglang" and self.elastic is not None:
+            env.update(self.elastic.to_env())
+        return env
 
     # ---- lifecycle ----------------------------------------------------------------------------
     def start(self) -> "Server":
@@ -149,7 +177,8 @@ class Server:
         self.log_path = self.log_dir / f"{slug(self.name, 60)}-{self.memory}-{self.port}-{stamp}-{os.getpid()}.log"
         with open(self.log_path, "w") as f:
             f.write(f"# kvlab Server: {' '.join(self.command())}\n"
-                    f"# memory={self.memory} device={self.device} env+={engine.MEMORY_ENV[self.memory]}\n")
+                    f"# memory={self.memory} device={self.device} env+={engine.MEMORY_ENV[self.memory]}"
+                    f" elastic={self.elastic}\n")
         self._exit_code = None
         self._stopped_by_us = False
         self._proc = EngineProcess(self.command(), self.environment(), self.log_path, grace=self.grace)
@@ -295,12 +324,6 @@ class Server:
 
         self.check()
         return Client(self.url, self.model, server=self, **kwargs)
-
-    def watch(self, **kwargs):
-        """A live kvlab.views.Dashboard of this server (pages, memory, latency, limit); close() stops it."""
-        from kvlab.views.dashboard import Dashboard  # lazy: the lab runs without the widget stack
-
-        return Dashboard(self, **kwargs)
 
     def __repr__(self) -> str:
         state = "running" if self.alive else ("died" if self._proc is not None else "stopped")

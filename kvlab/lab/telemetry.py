@@ -58,6 +58,7 @@ class PoolSample:
     limit: int | None
     minimum: int
     pages: np.ndarray | None  # uint8 page states (kvlab.registry.PAGE_*), None if not requested
+    ranks: int = 1  # worker processes (tensor/pipeline parallel) sharing the sizes above evenly
 
 
 @dataclass(frozen=True)
@@ -267,7 +268,7 @@ class Telemetry:
         for rec in records:
             pools[rec.name] = PoolSample(rec.name, rec.model, rec.pid, rec.device, rec.capacity, rec.page_size,
                                          rec.mapped, rec.used, rec.retained, rec.limit, rec.min,
-                                         rec.page_states() if self.pages else None)
+                                         rec.page_states() if self.pages else None, rec.ranks)
             for attr in ("mapped", "used", "retained", "capacity"):
                 row[f"pool_{attr}:{rec.name}"] = getattr(rec, attr)
             key = owner.get(rec.name)

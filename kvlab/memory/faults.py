@@ -15,13 +15,22 @@ from .errors import InvalidArgument
 _KINDS = {"oom": 0, "backend": 2}
 
 
-@contextlib.contextmanager
-def fail_map_after(pages: int, kind: str = "oom"):
+def arm_map_failure(pages: int = 0, kind: str = "oom") -> None:
+    """Make this process's map of the ``pages + 1``-th page from now fail, once (it disarms when it fires).
+
+    Without a context, for a failure armed from another process (a test reaching one rank of an engine
+    through an RPC); ``fail_map_after`` is the scoped form.
+    """
     if kind not in _KINDS:
         raise InvalidArgument(f"unknown failure kind {kind!r}: use 'oom' or 'backend'")
     if pages < 0:
         raise InvalidArgument("pages must be >= 0")
     native().inject_host_map_failure(pages, _KINDS[kind])
+
+
+@contextlib.contextmanager
+def fail_map_after(pages: int, kind: str = "oom"):
+    arm_map_failure(pages, kind)
     try:
         yield
     finally:

@@ -79,7 +79,7 @@ class Publisher:
 
     def __init__(self, model: str, capacity: int, page_size: int, *, name: str | None = None,
                  device: str = "cpu", device_uuid: str = "", limit: int | None = None, min: int = 0,
-                 max_pages: int | None = None, root: str | os.PathLike | None = None):
+                 max_pages: int | None = None, root: str | os.PathLike | None = None, ranks: int = 1):
         capacity, page_size = check_size(capacity, "capacity"), check_size(page_size, "page_size")
         if page_size == 0:
             raise InvalidSize("page_size must be positive")
@@ -89,10 +89,12 @@ class Publisher:
         limit = None if limit is None else check_size(limit, "limit")
         min = check_size(min, "min")
         check_control(limit, min, capacity)
+        if isinstance(ranks, bool) or not isinstance(ranks, int) or not 1 <= ranks < 1 << 16:
+            raise InvalidSize(f"ranks must be a whole number from 1 to 65535, got {ranks!r}")
         pid, ticks, ns = proc.me()
         name = check_name(name if name is not None else default_name(str(model), pid))
         header = encode_header(Header(MAGIC, VERSION, PAGES_OFF, pid, ticks, ns, max_pages, time.time_ns(),
-                                      capacity, page_size, name, str(model), str(device), str(device_uuid)))
+                                      capacity, page_size, name, str(model), str(device), str(device_uuid), ranks))
         self._fields = dict(revision=0, mapped=0, used=0, retained=0, limit=-1 if limit is None else limit,
                             min=min, n_maps=0, n_unmaps=0, heartbeat_ns=time.time_ns(), n_pages=0, control_ack=0,
                             map_ns=0)

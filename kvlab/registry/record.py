@@ -33,7 +33,7 @@ import numpy as np
 from .errors import InvalidName
 
 MAGIC = b"KVLABREG"
-VERSION = 2  # 2: the data block gained map_ns
+VERSION = 3  # header ranks + data map_ns; records of other versions are read by their identity prefix only
 MAX_GROUPS = 8  # in-use states USED .. USED + 7 (hybrid models' KV cache groups): one digit each in as_dict
 NO_LIMIT = -1  # stored for "no limit"; Record/Control expose it as None
 SUFFIX, TMP_PREFIX = ".kvr", ".tmp-"  # record files; temp files of creators not yet published
@@ -50,8 +50,8 @@ class PageState(enum.IntEnum):
 
 
 # magic, version, header size, pid, start ticks, pid namespace | max_pages, created_ns, capacity, page_size,
-# name, model, device, device uuid
-HEADER = struct.Struct("<8sIIQQQ QQQQ 64s128s32s64s")
+# name, model, device, device uuid, ranks (in what were zero padding bytes: 0 in older records means 1)
+HEADER = struct.Struct("<8sIIQQQ QQQQ 64s128s32s64s I4x")
 PREFIX = struct.Struct("<8sIIQQQ")
 CTL_OFF, CTL_WORD = 384, 384 // 8
 CTL_SLOT = struct.Struct("<QqqQ")  # revision, limit, min, crc32 of the first three
@@ -84,6 +84,7 @@ class Header:
     model: str = ""
     device: str = ""
     device_uuid: str = ""
+    ranks: int = 1
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,14 @@ class Record:
     control_ack: int  # control revision the owner has applied; < control.revision while it catches up
     map_ns: int  # total time the owner's mappers spent mapping (0 where it cannot see them)
     pages: bytes  # one PageState byte per page (USED + g: in use by KV cache group g)
+    # Worker processes (tensor x pipeline parallel ranks) that each map their shard of every mapped
+    # page; sizes above are of the whole engine, split evenly over them.
+    ranks: int = 1
+
+    @property
+    def rank_mapped(self) -> list[int]:
+        """Mapped bytes of each rank: every rank maps the same chunks, all or none (see the vLLM adapter)."""
+        return [self.mapped // self.ranks] * self.ranks
 
     @property
     def n_pages(self) -> int:
@@ -142,6 +151,7 @@ class Record:
     def as_dict(self) -> dict:
         """JSON-ready; pages become a string of digits, one per page ("0012221...")."""
         d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("control", "pages")}
+        d["rank_mapped"] = self.rank_mapped
         d["control"] = {"limit": self.control.limit, "min": self.control.min, "revision": self.control.revision}
         d["pages"] = self.pages.translate(bytes(range(48, 48 + 10)) + bytes(246)).decode("ascii")
         return d
@@ -165,15 +175,15 @@ def decode_header(buf) -> Header | None:
     prefix = PREFIX.unpack_from(buf)
     if prefix[1] != VERSION or len(buf) < PAGES_OFF:
         return Header(*prefix)  # other version: identity is still readable, the rest is not
-    *ints, name, model, device, uuid = HEADER.unpack_from(buf)
-    return Header(*ints, _text(name), _text(model), _text(device), _text(uuid))
+    *ints, name, model, device, uuid, ranks = HEADER.unpack_from(buf)
+    return Header(*ints, _text(name), _text(model), _text(device), _text(uuid), max(1, ranks))
 
 
 def encode_header(h: Header) -> bytes:
     return HEADER.pack(MAGIC, VERSION, PAGES_OFF, h.pid, h.start_ticks, h.pidns, h.max_pages, h.created_ns,
                        h.capacity, h.page_size, encode_text(h.name, 64, "pool name"),
                        encode_text(h.model, 128, "model name"), encode_text(h.device, 32, "device"),
-                       encode_text(h.device_uuid, 64, "device UUID"))
+                       encode_text(h.device_uuid, 64, "device UUID"), h.ranks)
 
 
 def file_size(max_pages: int) -> int:

@@ -102,7 +102,8 @@ class RecordFile:
         return Record(name=h.name, model=h.model, pid=h.pid, start_ticks=h.start_ticks, device=h.device,
                       device_uuid=h.device_uuid, capacity=h.capacity, page_size=h.page_size,
                       created=h.created_ns / 1e9, heartbeat=fields.pop("heartbeat_ns") / 1e9,
-                      limit=None if limit < 0 else limit, control=self.control(timeout), pages=pages, **fields)
+                      limit=None if limit < 0 else limit, control=self.control(timeout), pages=pages, ranks=h.ranks,
+                      **fields)
 
 
 def _retry(attempt, timeout: float, path: Path):

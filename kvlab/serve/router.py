@@ -95,9 +95,10 @@ class Router:
                 await asyncio.to_thread(eng.sleep)
 
     async def wake(self, name) -> float:
-        eng, _ = await self.acquire(name)
+        """Wake ``name`` now; the seconds it took (0.0 if it was awake already)."""
+        eng, woke = await self.acquire(name)
         self.release(eng)
-        return eng.wake_s[-1] if eng.wake_s else 0.0
+        return eng.wake_s[-1] if woke else 0.0
 
     async def sleep(self, name) -> None:
         eng = self.engine(name)

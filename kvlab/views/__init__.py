@@ -1,6 +1,6 @@
 """kvlab.views: live notebook views (anywidget) of pages, memory over time and latency.
 
-``Dashboard(server | fleet | [servers])`` (also ``server.watch()``, ``fleet.dashboard()``) puts the three
+``Dashboard(server | fleet | [servers])`` (also ``kvlab.views.watch(server)``, ``kvlab.views.dashboard(fleet)``) puts the three
 together with a limit row per elastic pool, fed by one :class:`kvlab.lab.telemetry.Telemetry`.
 ``ServedFleet(url)`` (also ``Gateway.watch()``) shows a `kvlab serve` endpoint's models, from its event stream.
 
@@ -18,9 +18,10 @@ from .coalescer import Coalescer, CoalescerSettings, PeriodicTask, default_coale
 from .controls import LimitControl
 from .dashboard import Dashboard
 from .latency import LatencyView
+from .live import dashboard, run_live, show_setup, watch
 from .pagemap import PageMap
 from .served import ServedFleet
 from .timeline import MemoryTimeline
 
-__all__ = ["Dashboard", "LimitControl", "PageMap", "MemoryTimeline", "LatencyView", "ServedFleet", "Coalescer",
-           "CoalescerSettings", "PeriodicTask", "default_coalescer"]
+__all__ = ["watch", "dashboard", "run_live", "show_setup", "Dashboard", "LimitControl", "PageMap", "MemoryTimeline",
+           "LatencyView", "ServedFleet", "Coalescer", "CoalescerSettings", "PeriodicTask", "default_coalescer"]

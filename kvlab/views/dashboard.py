@@ -1,6 +1,6 @@
 """Dashboard: pages, memory over time, latency and limit controls for a Server, a Fleet or a list of servers.
 
->>> dash = server.watch()                 # or Dashboard(fleet); displays as an ipywidgets VBox
+>>> dash = kvlab.views.watch(server)      # or Dashboard(fleet); displays as an ipywidgets VBox
 >>> run_workload(bursty(3, 8, pause=2), server, on_record=dash.record, telemetry=dash.telemetry)
 >>> dash.stop()                           # stops the Telemetry it made; the last picture stays
 >>> dash.close()                          # ... and removes the dashboard
@@ -24,17 +24,18 @@ import numpy as np
 
 from kvlab.lab.targets import flatten, require
 from kvlab.registry.names import short_model
+from kvlab.units import format_size
 
 from .controls import LimitControl
 from .latency import LatencyView
 from kvlab.registry import PageState
 
-from .pagemap import PageMap
+from .pagemap import MAX_STATE, PageMap
 from .timeline import MemoryTimeline
 
 log = logging.getLogger("kvlab.views")
 TOTALS = ("auto", "device", "capacity", None)
-# Dashboards that run their own Telemetry. Re-running a `dash = server.watch()` cell must not leave the
+# Dashboards that run their own Telemetry. Re-running a `dash = views.watch(server)` cell must not leave the
 # old one sampling (and polling the engine's /metrics, which slows a busy CPU engine) for ever.
 _running: "weakref.WeakSet[Dashboard]" = weakref.WeakSet()
 
@@ -42,8 +43,7 @@ _running: "weakref.WeakSet[Dashboard]" = weakref.WeakSet()
 def _page_lut() -> np.ndarray:
     # A state this kvlab does not know (a newer engine's) is drawn as mapped: it holds memory.
     lut = np.full(256, PageState.MAPPED, np.uint8)
-    for state in PageState:
-        lut[state] = state
+    lut[:MAX_STATE + 1] = np.arange(MAX_STATE + 1)  # USED + g: in use by KV cache group g (hybrid models)
     return lut
 
 
@@ -180,8 +180,8 @@ class Dashboard(widgets.VBox):
         for name, p in pools.items():
             label = self._label(name, p.model)
             if p.pages is not None:
-                info = {"label": f"pool {name}", "page_size": p.page_size, "capacity": p.capacity,
-                        "device": p.device, "pid": p.pid}
+                info = {"label": f"pool {name}{_ranks_note(p.ranks, p.mapped)}", "page_size": p.page_size,
+                        "capacity": p.capacity, "device": p.device, "pid": p.pid, "ranks": p.ranks}
                 self.pagemap.update(label, self._lut[np.asarray(p.pages, dtype=np.uint8)], info)
             usage[label] = p.mapped
             if self._limits.get(name, -1) != p.limit:
@@ -269,3 +269,8 @@ def _registry_pools() -> list[str]:
 
 
 __all__ = ["Dashboard"]
+
+
+def _ranks_note(ranks: int, mapped: int) -> str:
+    """How a tensor-parallel engine's pages split over its ranks; nothing for one rank."""
+    return "" if ranks <= 1 else f" · {ranks} ranks, {format_size(mapped // ranks)} mapped on each"

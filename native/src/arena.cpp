@@ -28,10 +28,7 @@ Arena::Arena(std::shared_ptr<PagePool> pool, size_t capacity, size_t page_size)
     : pool_(std::move(pool)), backend_(pool_->backend()), capacity_(capacity), page_size_(page_size),
       handle_size_(pool_->page_size()) {
     if (capacity == 0) fail(ErrorKind::InvalidArgument, "capacity must be positive");
-    if (handle_size_ == 0 || handle_size_ % backend_->granularity() != 0)
-        fail(ErrorKind::InvalidArgument, "handle size " + std::to_string(handle_size_) + " is not a multiple of the " +
-                                             backend_->device() + " granularity " +
-                                             std::to_string(backend_->granularity()));
+    // The handle size's granularity check is the pool's (PagePool's constructor); pages only subdivide handles.
     if (page_size_ == 0 || handle_size_ % page_size_ != 0)
         fail(ErrorKind::InvalidArgument, "handle size " + std::to_string(handle_size_) +
                                              " is not a multiple of the page size " + std::to_string(page_size_));

@@ -113,12 +113,7 @@ NB_MODULE(_native, m) {
         .def("__init__",
              [](Arena *self, const std::string &backend, int ordinal, size_t capacity, size_t page_size,
                 size_t handle_size) {
-                 auto b = backend_for(backend, ordinal);
-                 if (handle_size == 0 || handle_size % b->granularity() != 0)
-                     fail(ErrorKind::InvalidArgument, "handle size " + std::to_string(handle_size) +
-                                                          " is not a multiple of the " + b->device() +
-                                                          " granularity " + std::to_string(b->granularity()));
-                 new (self) Arena(pool_for(b, handle_size), capacity, page_size);
+                 new (self) Arena(pool_for(backend_for(backend, ordinal), handle_size), capacity, page_size);
              })
         .def("map", [](Arena &a, Pages p) { return a.map(p.data(), p.shape(0)); },
              nb::call_guard<nb::gil_scoped_release>())

@@ -11,9 +11,16 @@ namespace kvlab {
 
 constexpr size_t kDefaultFreeBytes = size_t(64) << 20;
 
+// The one check of a physical handle size against the device's mapping granularity: every handle size
+// enters the native core here (an Arena gets its handles from a pool), before pool_for caches the pool.
+// A pool's "page" is one physical handle: an Arena's pages may subdivide it.
 PagePool::PagePool(std::shared_ptr<Backend> backend, size_t page_size, size_t max_free,
                    std::shared_ptr<DeviceBudget> budget)
     : backend_(std::move(backend)), page_size_(page_size), budget_(std::move(budget)) {
+    if (page_size_ == 0 || page_size_ % backend_->granularity() != 0)
+        fail(ErrorKind::InvalidArgument, "handle size " + std::to_string(page_size_) + " is not a multiple of the " +
+                                             backend_->device() + " granularity " +
+                                             std::to_string(backend_->granularity()));
     c_.max_free = max_free;
 }
 

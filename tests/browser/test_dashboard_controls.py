@@ -18,12 +18,14 @@ from .helpers import JS_CELLS, JS_KERNEL, notebook, open_and_run_all, wait
 OWNER = """
 import threading, time
 import numpy as np
+from kvlab import views
 from kvlab.lab import Server
 from kvlab.models import synthetic
 from kvlab.registry import Publisher
+from kvlab.settings import ElasticSettings
 
 server = Server(synthetic("qwen2", "tiny"), memory="elastic", device="cpu", start=False, name="ctl",
-                env={{"KVLAB_POOL_NAME": {pool!r}}})
+                elastic=ElasticSettings(pool_name={pool!r}))
 pub = Publisher("ctl", 128 << 21, 2 << 20, name=server.pool_name)
 pub.update(mapped=16 << 21, used=8 << 21, pages=np.r_[np.full(8, 2), np.full(8, 1), np.zeros(112)].astype(np.uint8))
 
@@ -45,7 +47,7 @@ def test_limit_row_writes_the_registry_and_reads_back(lab, browser, artifacts):
     from kvlab import registry
 
     pool = f"browser-ctl-{secrets.token_hex(3)}"
-    cells = [OWNER.format(pool=pool), "dash = server.watch()\ndash"]
+    cells = [OWNER.format(pool=pool), "dash = views.watch(server)\ndash"]
     (lab.root / "controls.ipynb").write_text(json.dumps(notebook(cells)))
     ctx = browser.new_context(viewport={"width": 1280, "height": 1600}, device_scale_factor=1)
     page = ctx.new_page()

@@ -106,3 +106,15 @@ def test_a_limit_not_yet_applied_shows_as_pending(root):
         pub.update(limit=96 * MiB, control_ack=pub.control().revision)  # applied, raised to one request
         out = kvlab("top", "--once", "--interval", "0.05")
         assert "96.00 MiB (asked 64.00 MiB)" in out.stdout and "pending" not in out.stdout, out.stdout
+
+
+def test_a_tensor_parallel_engine_shows_once_with_its_ranks(root):
+    from kvlab.registry import Publisher
+
+    with Publisher("m", 1 << 30, 2 * MiB, name="tp2", ranks=2) as pub:
+        pub.update(mapped=48 * MiB)
+        out = kvlab("top", "--once", "--interval", "0.05")
+        assert out.stdout.count("tp2") == 1 and "48.00 MiB = 2x24.00 MiB" in out.stdout, out.stdout
+        doc = json.loads(kvlab("top", "--once", "--json", "--interval", "0.05").stdout)
+        (pool,) = doc["pools"]
+        assert (pool["ranks"], pool["mapped"], pool["rank_mapped"]) == (2, 48 * MiB, [24 * MiB, 24 * MiB])

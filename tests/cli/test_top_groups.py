@@ -1,4 +1,4 @@
-"""`kvlab top` on a hybrid model's pool: pages in use by KV cache group g are PAGE_USED + g in the record."""
+"""`kvlab top` on a hybrid model's pool: pages in use by KV cache group g are PageState.USED + g in the record."""
 
 from kvlab.cli.top import page_map, used_text
 

@@ -1,16 +1,8 @@
-"""Session fixtures for the vLLM engine tests: one tiny model and one stock-vLLM reference run."""
+"""Session fixtures for the vLLM engine tests: one stock-vLLM reference run (``tiny_model``: tests/conftest.py)."""
 
 import pytest
 
 from tests.engines.vllm_batch import KV_BYTES, LENGTHS, generate, prompts
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory):
-    pytest.importorskip("tokenizers")
-    from kvlab.models import synthetic
-
-    return synthetic("qwen2", "tiny", out_dir=tmp_path_factory.mktemp("models") / "tiny")
 
 
 @pytest.fixture(scope="session")

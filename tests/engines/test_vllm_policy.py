@@ -11,26 +11,10 @@ import pytest
 
 from kvlab.engines.vllm.geometry import ChunkGeometry
 from kvlab.engines.vllm.planner import ChunkPlanner
-from kvlab.engines.vllm.settings import ElasticSettings
 from kvlab.engines.vllm.versions import UnsupportedVLLM, check, default_runner, release, status
 from tests.registry.conftest import root  # noqa: F401  (a private registry directory, for the watcher test)
 
 MiB = 1 << 20
-
-
-def test_settings_from_env_and_overrides():
-    s = ElasticSettings.from_env({"KVLAB_ELASTIC": "1", "KVLAB_LIMIT": "1GiB", "KVLAB_RESERVE": "0"})
-    assert s.elastic and s.limit == 1 << 30 and s.reserve == 0 and s.page_size == 2 * MiB
-    assert not ElasticSettings.from_env({}).elastic
-    t = s.merged({"limit": "64MiB", "release_delay": 0.5})
-    assert t.limit == 64 * MiB and t.release_delay == 0.5 and t.elastic
-    assert ElasticSettings().merged(t.to_dict()) == t  # what travels in additional_config round-trips
-    with pytest.raises(ValueError, match="not a boolean"):
-        ElasticSettings.from_env({"KVLAB_ELASTIC": "maybe"})
-    with pytest.raises(ValueError, match="unknown kvlab settings"):
-        s.merged({"limt": 3})
-    with pytest.raises(ValueError, match="4 KiB"):
-        ElasticSettings(page_size=1000)
 
 
 def test_version_gate_names_the_supported_range():
@@ -236,38 +220,6 @@ def test_the_grace_does_not_touch_a_busy_engine_or_the_limit_rule():
     assert p.release_candidates(idle=False) == []         # busy: the delay applies, the grace does not
     p.budget_chunks = 3                                   # a lowered limit still forces its excess out at once
     assert p.release_candidates(idle=False) == [4, 3]
-
-
-def test_settings_idle_release_from_env_and_additional_config():
-    assert ElasticSettings().idle_release == 30.0
-    env = {"KVLAB_ELASTIC": "1"}
-    assert ElasticSettings.from_env({**env, "KVLAB_IDLE_RELEASE": "2.5"}).idle_release == 2.5
-    assert ElasticSettings.from_env({**env, "KVLAB_IDLE_RELEASE": "0"}).idle_release == 0.0
-    assert ElasticSettings.from_env({**env, "KVLAB_IDLE_RELEASE": ""}).idle_release == 30.0  # empty: the default
-    for never in ("off", "never", " Never "):
-        assert ElasticSettings.from_env({**env, "KVLAB_IDLE_RELEASE": never}).idle_release is None
-    s = ElasticSettings()
-    assert s.merged({"idle_release": 5}).idle_release == 5.0
-    assert s.merged({"idle_release": "0.5"}).idle_release == 0.5
-    assert s.merged({"idle_release": "off"}).idle_release is None
-    assert s.merged({"idle_release": None}).idle_release is None
-    assert s.merged({"idle_release": ""}).idle_release == 30.0
-    for t in (s.merged({"idle_release": None}), s.merged({"idle_release": 7})):
-        assert ElasticSettings().merged(t.to_dict()) == t  # what travels in additional_config round-trips
-
-
-@pytest.mark.parametrize("bad", ["soon", "-1", "inf", "nan", "1e999", " "])
-def test_settings_refuse_a_bad_idle_release(bad):
-    with pytest.raises(ValueError, match="KVLAB_IDLE_RELEASE"):
-        ElasticSettings.from_env({"KVLAB_IDLE_RELEASE": bad})
-    with pytest.raises(ValueError, match="KVLAB_IDLE_RELEASE"):
-        ElasticSettings().merged({"idle_release": bad})
-
-
-@pytest.mark.parametrize("bad", [True, [30], -0.5])
-def test_settings_refuse_a_bad_idle_release_in_additional_config(bad):
-    with pytest.raises(ValueError, match="KVLAB_IDLE_RELEASE"):
-        ElasticSettings().merged({"idle_release": bad})
 
 
 def test_watcher_wakes_once_per_idle_period_when_the_grace_ends_with_something_to_release(root):

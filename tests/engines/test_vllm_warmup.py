@@ -21,7 +21,7 @@ from vllm.v1.kv_cache_interface import (  # noqa: E402
 
 from kvlab.engines.vllm import compat  # noqa: E402
 from kvlab.engines.vllm.mapper import WorkerMapper  # noqa: E402
-from kvlab.engines.vllm.settings import ElasticSettings  # noqa: E402
+from kvlab.settings import ElasticSettings  # noqa: E402
 from kvlab.engines.vllm.worker import ElasticWorkerMixin  # noqa: E402
 
 LAYERS, BLOCKS, BLOCK_TOKENS, HEADS, DIM = 4, 64, 32, 2, 64

@@ -1,23 +1,33 @@
 """Shared set-up for tests that run a real vLLM engine on CPU (in-process, 2 cores are enough)."""
 
+import contextlib
 import gc
 import os
 
-# In-process engines: one process, so resident memory and kvlab's state are visible to the test.
-# vLLM reads these once per process, before its first engine.
-os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
-os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-
-import psutil  # noqa: E402
+import psutil
 from tests import residency
 from tests.waiting import PeakOf
 
 
+# In-process engines: one process, so resident memory and kvlab's state are visible to the test.
+IN_PROCESS_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_HOST_IP": "127.0.0.1", "VLLM_LOGGING_LEVEL": "WARNING"}
+
+
+@contextlib.contextmanager
+def in_process_env():
+    """IN_PROCESS_ENV (where the shell did not set them) while an engine is built, as it was afterwards:
+    servers that later tests start must not inherit in-process settings."""
+    added = {k: v for k, v in IN_PROCESS_ENV.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+
+
 def make_llm(model, kv_bytes: int, kvlab: dict | None = None, **kwargs):
     """A CPU vLLM engine over ``model`` with an explicit KV cache; elastic when ``kvlab`` says so."""
-    from vllm import LLM
-
     import kvlab.engines.vllm as kv
 
     kv.register()  # what the vllm.general_plugins entry point does in every vLLM process
@@ -26,7 +36,10 @@ def make_llm(model, kv_bytes: int, kvlab: dict | None = None, **kwargs):
     args.update(kwargs)
     if kvlab is not None:
         args["additional_config"] = {"kvlab": kvlab}
-    return LLM(**args)
+    with in_process_env():
+        from vllm import LLM
+
+        return LLM(**args)
 
 
 def close_llm(llm) -> None:

@@ -21,15 +21,13 @@ from kvlab.lab import Result  # noqa: E402
 from kvlab.lab.process import group_pids  # noqa: E402
 from kvlab.registry import list_records  # noqa: E402
 
-from .conftest import _ENGINE_TEST_DEFAULTS  # noqa: E402
-
 MiB = 1 << 20
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "results"
-    env = {k: v for k, v in os.environ.items() if k not in _ENGINE_TEST_DEFAULTS and k != "KVLAB_MODEL"}
+    env = {k: v for k, v in os.environ.items() if k != "KVLAB_MODEL"}
     proc = subprocess.run([sys.executable, "-m", "kvlab.cli.main", "demo", "--quick", "--json", "--out", str(out)],
                           capture_output=True, text=True, timeout=900, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -41,9 +41,10 @@ def test_memory_modes_set_the_engine_environment(tiny_model, monkeypatch):
     monkeypatch.setenv("KVLAB_ELASTIC", "1")  # a stray switch in the shell must not leak into static
     static = Server(tiny_model, memory="static", start=False)
     assert "KVLAB_ELASTIC" not in static.environment()
+    monkeypatch.setenv("KVLAB_LIMIT", "1M")  # nor a settings variable into an elastic server's settings
     elastic = Server(tiny_model, memory="elastic", start=False, env={"FOO": "bar", "HOME": None})
     env = elastic.environment()
-    assert env["KVLAB_ELASTIC"] == "1" and env["FOO"] == "bar" and "HOME" not in env
+    assert "KVLAB_ELASTIC" not in env and "KVLAB_LIMIT" not in env and env["FOO"] == "bar" and "HOME" not in env
     assert env["VLLM_HOST_IP"] == "127.0.0.1" and elastic.device == "cpu"
     assert not static.alive and static.pid is None
     static.stop()  # stopping a server that never started is fine
@@ -66,7 +67,7 @@ def test_pool_name_only_for_elastic(tiny_model):
     a = Server(tiny_model, memory="elastic", start=False, name="my model")
     b = Server(tiny_model, memory="elastic", start=False, name="my model")
     assert a.pool_name.startswith("my-model-") and a.pool_name != b.pool_name
-    assert a.environment()["KVLAB_POOL_NAME"] == a.pool_name
+    assert a.elastic.pool_name == a.pool_name and "KVLAB_POOL_NAME" not in a.environment()
     assert Server(tiny_model, memory="static", start=False).pool_name is None
     with pytest.raises(ValueError, match="memory must be one of"):
         Server(tiny_model, memory="dynamic", start=False)
@@ -87,3 +88,29 @@ def test_engine_args_become_flags(tiny_model):
         engine_flags({"bad key": 1})
     with pytest.raises(ValueError, match="give a str, number"):
         engine_flags({"thing": object()})
+
+
+def test_elastic_settings_reach_the_engine_as_one_serialized_object(tiny_model):
+    import json
+
+    from kvlab.lab import ElasticSettings, ElasticVsStatic, Fleet, InvalidSettings, bursty
+
+    settings = ElasticSettings(limit="2G", reserve="64M", idle_release=30, page_size="2MiB")
+    s = Server(tiny_model, memory="elastic", start=False, elastic=settings, additional_config={"other": 1})
+    cmd = s.command()
+    sent = json.loads(cmd[cmd.index("--additional-config") + 1])
+    assert sent["other"] == 1 and ElasticSettings.from_dict(sent["kvlab"]) == s.elastic
+    assert s.elastic.limit == 2 << 30 and s.elastic.pool_name == s.pool_name and s.elastic.elastic
+    # bad input: a typed error at the call, before anything starts
+    with pytest.raises(InvalidSettings, match="KVLAB_RESERVE"):
+        ElasticSettings(reserve="-1M")
+    with pytest.raises(ValueError, match="elastic=ElasticSettings\\(idle_release=...\\)"):
+        Server(tiny_model, memory="elastic", start=False, env={"KVLAB_IDLE_RELEASE": "off"})
+    with pytest.raises(ValueError, match="memory='static'"):
+        Server(tiny_model, memory="static", start=False, elastic=settings)
+    with pytest.raises(ValueError, match="set by Server"):
+        Server(tiny_model, start=False, elastic=settings, additional_config={"kvlab": {}})
+    fleet = Fleet([tiny_model, tiny_model], start=False, memory="elastic", elastic=ElasticSettings(limit="1G"))
+    assert [f.elastic.limit for f in fleet] == [1 << 30] * 2 and fleet[0].pool_name != fleet[1].pool_name
+    setups = dict(ElasticVsStatic(tiny_model, bursty(1, 1, pause=0), elastic=settings)._setups())
+    assert setups["elastic"][0].elastic.limit == 2 << 30 and setups["static"][0].elastic is None

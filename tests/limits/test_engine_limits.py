@@ -21,6 +21,7 @@ pytest.importorskip("vllm")
 
 from kvlab import limits, registry  # noqa: E402
 from kvlab.meminfo import host_memory  # noqa: E402
+from kvlab.settings import ElasticSettings  # noqa: E402
 from tests.engines.vllm_batch import prompts  # noqa: E402
 from tests.engines.vllm_helpers import PeakResidency, resident_bytes  # noqa: E402
 from tests.waiting import until  # noqa: E402
@@ -66,9 +67,9 @@ def server(tiny_model, root):
     from kvlab.lab import Server
 
     # The limit is to take the idle pool's reserve: the idle grace must not take it first on a slow machine.
-    env = {"KVLAB_RESERVE": str(RESERVE), "KVLAB_IDLE_RELEASE": "off", "VLLM_SERVER_DEV_MODE": "1",
-           "KVLAB_REGISTRY_DIR": root, "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
-    with Server(tiny_model, memory="elastic", device="cpu", env=env, progress=False, max_model_len=2048,
+    env = {"VLLM_SERVER_DEV_MODE": "1", "KVLAB_REGISTRY_DIR": root, "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
+    elastic = ElasticSettings(reserve=RESERVE, idle_release="off")
+    with Server(tiny_model, memory="elastic", device="cpu", elastic=elastic, env=env, progress=False, max_model_len=2048,
                 kv_cache_memory_bytes=1 << 30, max_num_seqs=32, seed=0,
                 distributed_executor_backend="mp") as s:
         yield s

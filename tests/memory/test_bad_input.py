@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from kvlab.memory import (Arena, ArenaClosed, InvalidArgument, InvalidPages, LimitExceeded, MiB, parse_device,
-                          parse_size)
+from kvlab.memory import (Arena, ArenaClosed, InvalidArgument, InvalidPages, LimitExceeded, MiB, PagePool,
+                          parse_device, parse_size)
 
 
 def test_capacity_zero():
@@ -21,6 +21,8 @@ def test_capacity_is_rounded_up_to_pages():
 def test_page_size_not_multiple_of_granularity(page_size):
     with pytest.raises(InvalidArgument, match="not a multiple of the cpu granularity"):
         Arena("8MiB", page_size=page_size)
+    with pytest.raises(InvalidArgument, match="not a multiple of the cpu granularity"):
+        PagePool("cpu", page_size)  # the same rule in the same words: the native page pool checks it
 
 
 @pytest.mark.parametrize("pages", [[32], [-1], [0, 1, 99], np.array([40])])

@@ -22,8 +22,6 @@ ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
 EXPECTED = ["01_quickstart", "02_bursty_elastic_vs_static", "03_multi_model_sharing", "04_limits_and_budgets",
             "05_under_the_hood"]
-# tests/engines puts in-process vLLM defaults into os.environ; kernels (and their servers) must not inherit them.
-_ENGINE_TEST_DEFAULTS = ("VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_LOGGING_LEVEL")
 CELL_TIMEOUT = 600
 # Run in the notebook's kernel after its last cell: what each notebook must have shown, from its own variables.
 CHECKS = {
@@ -110,8 +108,6 @@ def _errors(nb) -> list[str]:
 def test_notebook_runs_top_to_bottom(name, tmp_path, monkeypatch):
     from nbmake.nb_run import NotebookRun
 
-    for var in _ENGINE_TEST_DEFAULTS:
-        monkeypatch.delenv(var, raising=False)
     marker = f"kvlab-nbtest-{uuid.uuid4().hex}"
     monkeypatch.setenv("KVLAB_QUICK", "1")
     monkeypatch.setenv("KVLAB_NBTEST_MARKER", marker)

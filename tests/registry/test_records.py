@@ -215,4 +215,28 @@ def test_owner_killed_mid_write_is_reaped_not_waited_for(root):
 def test_layout_is_stable():
     # The identity prefix must never move: any kvlab version reaps by it.
     assert record.PREFIX.format == "<8sIIQQQ" and record.PREFIX.size == 40
-    assert (record.CTL_OFF, record.DATA_OFF, record.PAGES_OFF, record.VERSION) == (384, 512, 640, 2)
+    assert (record.CTL_OFF, record.DATA_OFF, record.PAGES_OFF, record.VERSION) == (384, 512, 640, 3)
+
+
+def test_a_tensor_parallel_pool_is_one_record_with_its_ranks(root):
+    with _pub(root, name="tp", capacity=64 << 20, ranks=2) as pub:
+        pub.update(mapped=32 << 20)
+        rec = registry.read("tp")
+        assert (rec.ranks, rec.mapped, rec.rank_mapped) == (2, 32 << 20, [16 << 20, 16 << 20])
+        assert rec.as_dict()["rank_mapped"] == [16 << 20, 16 << 20] and rec.as_dict()["ranks"] == 2
+        assert [r.name for r in registry.list_records()] == ["tp"]
+    with _pub(root, name="one") as pub:  # records of one rank (all until now) read as one rank
+        assert registry.read("one").ranks == 1
+    for bad in (0, -1, 1 << 16, 1.5, True):
+        with pytest.raises(registry.InvalidSize):
+            _pub(root, name="bad", ranks=bad)
+    assert registry.list_records() == []
+
+
+def test_records_written_before_ranks_existed_read_as_one_rank():
+    # The rank count sits in what were zero padding bytes of the header: older records decode to 1.
+    h = record.Header(record.MAGIC, record.VERSION, record.PAGES_OFF, 1, 2, 3, 4, 5, 6, 7, "n", "m", "cpu", "", 3)
+    raw = bytearray(record.encode_header(h)) + bytes(record.PAGES_OFF - record.HEADER.size)
+    assert record.decode_header(raw).ranks == 3
+    raw[record.HEADER.size - 8:record.HEADER.size - 4] = bytes(4)
+    assert record.decode_header(raw).ranks == 1

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 pytest.importorskip("anywidget")
+from kvlab import views  # noqa: E402
 from kvlab.registry import PageState, Publisher  # noqa: E402
+from kvlab.units import format_size  # noqa: E402
 from tests.waiting import wait_for  # noqa: E402
 
 PAGE = 2 << 20
@@ -183,14 +185,14 @@ def test_watch_and_dashboard_methods(cap, coalescer, servers, pools):
     from kvlab.lab import Fleet
     from kvlab.views import Dashboard
 
-    d = servers[0].watch(interval=0.05, coalescer=coalescer)
+    d = views.watch(servers[0], interval=0.05, coalescer=coalescer)
     try:
         assert isinstance(d, Dashboard) and [s.name for s in d.servers] == ["alpha"]
         assert list(d.controls) == [servers[0].pool_name]
     finally:
         d.close()
     fleet = Fleet(servers, start=False)
-    d = fleet.dashboard(interval=0.05, controls=False, coalescer=coalescer)
+    d = views.dashboard(fleet, interval=0.05, controls=False, coalescer=coalescer)
     try:
         assert [s.name for s in d.servers] == ["alpha", "beta"] and not d.controls
         publish(pools[1], 1, 1)
@@ -296,11 +298,11 @@ def test_a_restarted_pool_comes_back_under_its_name(cap, coalescer, dash, pools,
 
 
 def test_watching_again_stops_the_previous_dashboard(cap, coalescer, servers, pools):
-    """Re-running a `dash = server.watch()` cell must not leave the old Telemetry sampling for ever."""
+    """Re-running a `dash = views.watch(server)` cell must not leave the old Telemetry sampling for ever."""
     from kvlab.views import Dashboard
 
     first = Dashboard(servers, interval=0.05, coalescer=coalescer)
-    other = servers[0].watch(interval=0.05, coalescer=coalescer)  # other servers: left alone
+    other = views.watch(servers[0], interval=0.05, coalescer=coalescer)  # other servers: left alone
     second = Dashboard(list(reversed(servers)), interval=0.05, coalescer=coalescer)
     try:
         assert not first.telemetry.running and "newer dashboard" in first.header.value
@@ -310,4 +312,23 @@ def test_watching_again_stops_the_previous_dashboard(cap, coalescer, servers, po
         assert first.header.value.count("newer dashboard") == 1
     finally:
         for d in (first, other, second):
+            d.close()
+
+
+def test_a_tensor_parallel_pool_shows_once_with_its_ranks(cap, coalescer):
+    import secrets
+
+    from kvlab.views import Dashboard
+
+    model = f"models/tp-{secrets.token_hex(3)}"
+    with Publisher(model, PAGES * PAGE, PAGE, ranks=2) as pub:
+        publish(pub, 2, 4)
+        d = Dashboard(None, interval=0.05, coalescer=coalescer)
+        try:
+            label = model.rsplit("/", 1)[1]
+            wait_for(lambda: label in d.pagemap.pools, what="the pool on the page map")
+            assert [p for p in d.pagemap.pools if p.startswith("tp-")] == [label]  # one entry, not one per rank
+            info = d.pagemap._pending_infos[label]
+            assert info["ranks"] == 2 and info["label"].endswith(f"2 ranks, {format_size(2 * PAGE)} mapped on each")
+        finally:
             d.close()

@@ -1,4 +1,4 @@
-"""server.watch() on a real elastic vLLM CPU server: the dashboard follows the engine's own pool record.
+"""views.watch(server) on a real elastic vLLM CPU server: the dashboard follows the engine's own pool record.
 
 One engine, one workload of bursts: pages in use appear on the page map during a burst and go after
 it, the timeline carries the pool's bytes and the burst marks, every finished request reaches the
@@ -18,10 +18,10 @@ ENGINE_ARGS = dict(max_model_len=512, kv_cache_memory_bytes=64 << 20, max_num_se
 
 
 def front_pages(cap, coalescer, dash) -> bytes:
-    """The page states of the dashboard's only pool as the front end holds them, as registry PAGE_* bytes."""
+    """The page states of the dashboard's only pool as the front end holds them, as registry PageState bytes."""
     coalescer.idle(2.0)
     (states,) = cap.state(dash.pagemap.comm.comm_id)["states"].values()
-    return bytes(states)  # PageMap's states and the registry's PAGE_* share their values
+    return bytes(states)  # PageMap's states and the registry's PageState share their values
 
 
 def count_pages(sample, pool, in_use, mapped):
@@ -32,16 +32,14 @@ def count_pages(sample, pool, in_use, mapped):
 
 
 @pytest.mark.slow
-def test_watch_a_real_elastic_server(cap, coalescer, monkeypatch):
-    from kvlab import registry
+def test_watch_a_real_elastic_server(cap, coalescer):
+    from kvlab import registry, views
     from kvlab.lab import Server, bursty, run_workload
     from kvlab.models import synthetic
     from kvlab.views.controls import fmt_bytes
 
-    for name in ("VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_LOGGING_LEVEL"):  # stock server processes
-        monkeypatch.delenv(name, raising=False)
     with Server(synthetic("qwen2", "tiny"), memory="elastic", progress=False, name="watched", **ENGINE_ARGS) as server:
-        dash = server.watch(interval=0.1, coalescer=coalescer)
+        dash = views.watch(server, interval=0.1, coalescer=coalescer)
         try:
             in_use, mapped = [], []  # pages per sample, as the page map was given them
             dash.telemetry.add_listener(lambda s: count_pages(s, server.pool_name, in_use, mapped))
@@ -84,18 +82,17 @@ def test_watch_a_real_elastic_server(cap, coalescer, monkeypatch):
 
 
 @pytest.mark.slow
-def test_a_static_server_shows_its_processes_memory(cap, coalescer, monkeypatch):
+def test_a_static_server_shows_its_processes_memory(cap, coalescer):
     """A stock (static) engine has no pool: its processes' memory (RSS here, NVML on a GPU) is its line."""
+    from kvlab import views
     from kvlab.lab import Fleet, Server
     from kvlab.lab.probes import rss
     from kvlab.models import synthetic
 
-    for name in ("VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_LOGGING_LEVEL"):
-        monkeypatch.delenv(name, raising=False)
     static = Server(synthetic("qwen2", "tiny"), memory="static", progress=False, name="stock", start=False,
                     **ENGINE_ARGS)
     with Fleet([static]) as fleet:
-        dash = fleet.dashboard(interval=0.1, coalescer=coalescer)
+        dash = views.dashboard(fleet, interval=0.1, coalescer=coalescer)
         try:
             assert not dash.controls and static.pool_name is None
             wait_for(lambda: "stock (process)" in dash.timeline.models, 10, "the static server's line")

@@ -17,12 +17,13 @@ CELL = f"""
 import sys, threading, time
 sys.path.insert(0, {str(ROOT)!r})
 import numpy as np, ipykernel
+from kvlab import views
 from kvlab.lab import Server
 from kvlab.models import synthetic
 from kvlab.registry import Publisher
 server = Server(synthetic("qwen2", "tiny"), memory="elastic", device="cpu", start=False, name="k")
 pub = Publisher("k", 256 << 21, 2 << 20, name=server.pool_name)
-dash = server.watch(interval=0.05)
+dash = views.watch(server, interval=0.05)
 def engine():  # an engine's scheduler publishing its pool, 40 times a second
     for i in range(120):
         s = np.zeros(256, np.uint8); s[:i + 1] = 2

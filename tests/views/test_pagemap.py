@@ -90,3 +90,10 @@ def test_from_arena_tells_free_pages_apart(coalescer):
         pm.flush()
         assert pm.states["kv"][:5] == bytes([PageState.USED, PageState.USED, PageState.MAPPED, PageState.MAPPED, PageState.UNMAPPED])
         pm.close()
+
+
+def test_dashboard_draws_kv_cache_group_states_as_in_use_and_unknown_ones_as_mapped():
+    from kvlab.views.dashboard import _page_lut
+
+    lut = _page_lut()
+    assert list(lut[[0, 1, 2, 3, 9, 10, 255]]) == [0, 1, 2, 3, 9, 1, 1]

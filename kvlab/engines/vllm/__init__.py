@@ -6,14 +6,16 @@ entry point in every process). Optional: ``KVLAB_LIMIT`` (most KV bytes mapped a
 ``KVLAB_IDLE_RELEASE`` (seconds idle before the reserve goes too, default 30; ``off`` keeps it),
 ``KVLAB_PAGE_SIZE``, ``KVLAB_POOL_NAME`` (the pool's registry record), ``KVLAB_MIN`` (a guarantee),
 ``KVLAB_HEADROOM`` (device memory no pool grows into); or per engine
-``additional_config={"kvlab": {"elastic": True, ...}}``. Limits change at run time through the registry
+``additional_config={"kvlab": ElasticSettings(...).to_dict()}``, which replaces the environment's
+settings (``kvlab.lab.Server(..., elastic=ElasticSettings(...))`` passes it so). Limits change at run time through the registry
 (``kvlab.limits``, ``kvlab ctl``).
 Design: docs/design/vllm-integration.md.
 """
 
+from kvlab.settings import ElasticSettings
+
 from .geometry import UnsupportedModel
 from .plugin import register
-from .settings import ElasticSettings
 from .versions import SUPPORTED, UnsupportedVLLM
 
 __all__ = ["register", "ElasticSettings", "SUPPORTED", "UnsupportedVLLM", "UnsupportedModel"]

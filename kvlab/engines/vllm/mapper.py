@@ -21,12 +21,13 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from kvlab.memory import Arena, KvlabMemoryError
+from kvlab.settings import ElasticSettings
 
 from . import compat
 from .geometry import ChunkGeometry
 from .layout import page_table
 from .planner import PagePlan
-from .settings import ElasticSettings
+from .ranks import MapFailure, RankMapError, agree
 
 logger = logging.getLogger("vllm.kvlab")  # under vLLM's logger, so its handlers print it
 
@@ -72,6 +73,7 @@ class WorkerMapper:
         self.closed = False
         self.is_cuda = device.type == "cuda"
         self.plans_applied = 0
+        self.misses = 0  # plans any rank failed to map (and every rank undid)
         self.chunks_mapped = self.chunks_unmapped = 0
         self.peak_mapped_bytes = 0
         self._warm_chunks: set[int] = set()  # mapped for vLLM's warm-up only (see map_for_warmup)
@@ -156,6 +158,38 @@ class WorkerMapper:
         with self._apply_lock:
             self._apply(plan)
 
+    def apply_agreed(self, plan: PagePlan, group) -> MapFailure | None:
+        """Apply ``plan`` on this rank and agree with the other ranks (``ranks.agree``; ``group`` as there).
+
+        Returns None when every rank applied it. Otherwise every rank has undone this plan's maps (its
+        unmaps stand: every rank made them) and the lowest failing rank's MapFailure is returned, for the
+        step to end without a forward pass. A failure that is not a refused map raises RankMapError on
+        every rank: its state is unknown, the engine must stop.
+        """
+        rank, ranks = (0, 1) if group is None else group[:2]
+        with self._apply_lock:
+            mapped_before = self.chunks_mapped
+            try:
+                self._apply(plan)
+                local = None
+            except KvlabMemoryError as e:  # the arena rolled this call back: nothing of plan.map is mapped
+                local = MapFailure(rank, ranks, plan.seq, plan.map, str(e.__cause__ or e))
+            except Exception as e:  # noqa: BLE001 - the peers must hear of it, or they wait forever
+                local = MapFailure(rank, ranks, plan.seq, plan.map, f"{type(e).__name__}: {e}", recoverable=False)
+            failure = agree(local, group)
+            if failure is None:
+                return None
+            if local is None and plan.map and self.chunks_mapped > mapped_before:
+                self.arena.unmap(self._pages(plan.map))  # a peer failed: undo ours, so no rank is half-mapped
+                self.chunks_mapped -= len(plan.map)
+                self.arena.pool.trim(0)
+            if not failure.recoverable:
+                raise RankMapError(failure)
+            self.misses += 1
+            logger.warning("kvlab: %s; every rank undid the plan's maps, none runs this step's forward pass",
+                           failure.describe())
+            return failure
+
     def _apply(self, plan: PagePlan) -> None:
         if self.closed or self.table is None:
             return
@@ -193,12 +227,21 @@ class WorkerMapper:
              "chunks": self.geometry.num_chunks, "plans_applied": self.plans_applied,
              "chunks_mapped": self.chunks_mapped, "chunks_unmapped": self.chunks_unmapped,
              "peak_mapped_bytes": self.peak_mapped_bytes, "handle_size": self.arena.handle_size,
-             "map_ns": self.arena.stats()["map"]["total_ns"]}
+             "map_ns": self.arena.stats()["map"]["total_ns"], **self._chunk_states()}
         if self.is_cuda:
             dev = self.arena.device.index
             s["torch_allocated"] = torch.cuda.memory_allocated(dev)
             s["torch_reserved"] = torch.cuda.memory_reserved(dev)
         return s
+
+    def _chunk_states(self) -> dict:
+        """Chunks whose pages are all mapped, and any only partly mapped (never, if plans are all-or-nothing)."""
+        if self.table is None:
+            return {"mapped_chunks": [], "partial_chunks": []}
+        per_chunk = np.asarray(self.arena.mapped, dtype=bool)[self.table].sum(axis=1)
+        full = self.table.shape[1]
+        return {"mapped_chunks": np.flatnonzero(per_chunk == full).tolist(),
+                "partial_chunks": np.flatnonzero((per_chunk > 0) & (per_chunk < full)).tolist()}
 
     def close(self) -> None:
         if not self.closed:

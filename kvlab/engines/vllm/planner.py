@@ -173,6 +173,12 @@ class ChunkPlanner:
         heapq.heappush(self._unmapped, c)
         self._unmap_events.append(c)
 
+    def forget_unmaps(self, chunks) -> None:
+        """Drop the unmap events of ``chunks``: released here, but the workers never kept them mapped
+        (a rank could not map them and every rank undid the map)."""
+        gone = set(chunks)
+        self._unmap_events = [c for c in self._unmap_events if c not in gone]
+
     def take_plan(self, idle: bool = False) -> PagePlan | None:
         if not self._unmap_events and not self._map_events:
             return None

@@ -1,8 +1,9 @@
-"""The ``vllm.general_plugins`` entry point: turns ``KVLAB_ELASTIC=1`` into an elastic engine config.
+"""The ``vllm.general_plugins`` entry point: turns elastic settings into an elastic engine config.
 
 vLLM calls ``register()`` once in every process it starts (the API server, the engine core, each
 worker) before it builds or uses a config. ``register`` wraps ``EngineArgs.create_engine_config``
-once; the wrapper reads the settings for each engine it builds. With elastic memory off it returns
+once; the wrapper reads the settings for each engine it builds (settings.py: the engine's
+``additional_config["kvlab"]``, else ``KVLAB_ELASTIC=1`` and the other ``KVLAB_*`` variables). With elastic memory off it returns
 vLLM's config untouched, so vLLM behaves as stock. With it on it
 
 * checks the vLLM version and model runner (a clear error outside the supported range),
@@ -15,21 +16,17 @@ from __future__ import annotations
 
 import logging
 
+from kvlab.settings import ElasticSettings
+
 from . import compat
 from .compat import STOCK_SCHEDULERS, STOCK_WORKERS
-from .settings import CONFIG_KEY, ElasticSettings
+from .settings import carry, for_engine_args
 
 logger = logging.getLogger("vllm.kvlab")  # under vLLM's logger, so its handlers print it
 
 _PKG = "kvlab.engines.vllm"
 WORKERS = {"cpu": f"{_PKG}.worker_cpu.ElasticCPUWorker", "cuda": f"{_PKG}.worker_gpu.ElasticGPUWorker"}
 SCHEDULERS = {False: f"{_PKG}.scheduler.ElasticScheduler", True: f"{_PKG}.scheduler.ElasticAsyncScheduler"}
-
-
-def settings_for(engine_args) -> ElasticSettings:
-    """Environment settings with the engine's ``additional_config["kvlab"]`` applied on top."""
-    extra = getattr(engine_args, "additional_config", None) or {}
-    return ElasticSettings.from_env().merged(extra.get(CONFIG_KEY) if isinstance(extra, dict) else None)
 
 
 def make_elastic(vllm_config, settings: ElasticSettings) -> None:
@@ -53,10 +50,7 @@ def make_elastic(vllm_config, settings: ElasticSettings) -> None:
                        "will refuse to start")
     parallel.worker_cls = WORKERS[device]
     sched.scheduler_cls = SCHEDULERS[bool(getattr(sched, "async_scheduling", False))]
-    extra = vllm_config.additional_config
-    if not isinstance(extra, dict):
-        raise ValueError("kvlab needs additional_config to be a dict to carry its settings")
-    extra[CONFIG_KEY] = settings.with_engine_id().to_dict()
+    carry(vllm_config, settings)
     logger.info("kvlab: elastic KV memory on (%s model runner, page %d KiB, handle %d KiB, limit %s, reserve %d MiB)",
                 runner.upper(), settings.page_size >> 10, settings.handle_bytes >> 10,
                 "none" if settings.limit is None else f"{settings.limit >> 20} MiB", settings.reserve >> 20)
@@ -67,7 +61,7 @@ _original_create_engine_config = None
 
 def _create_engine_config(engine_args, *args, **kwargs):
     """EngineArgs.create_engine_config, made elastic when the settings say so."""
-    settings = settings_for(engine_args)
+    settings = for_engine_args(engine_args)
     if settings.elastic:
         from . import versions
 

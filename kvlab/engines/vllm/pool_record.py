@@ -1,7 +1,9 @@
 """The engine's pool in the shared registry: its record (what `kvlab top/ctl` and the lab read) and its
 control block (the limit and minimum other processes ask for).
 
-One record per engine, published by the scheduler (the process that owns the ChunkPlanner). Fields:
+One record per engine, published by the scheduler (the process that owns the ChunkPlanner), however
+many ranks (tensor/pipeline-parallel workers) it has: sizes are of the whole engine (the planner's
+chunk is one chunk on every rank), ``ranks`` says over how many workers they are split. Fields:
 
 * ``capacity`` = all chunks' bytes; ``mapped`` = chunks the scheduler has planned mapped (the workers map
   them before the step that uses them); ``used`` = bytes of blocks in use (requests' blocks and vLLM's
@@ -49,7 +51,7 @@ def served_model(vllm_config) -> str:
 class PoolRecord:
     def __init__(self, planner: ChunkPlanner, *, model: str, page_size: int, name: str, device: str,
                  device_uuid: str, limit: int | None, minimum: int, min_period: float = 1 / MAX_RATE,
-                 held_per_group=None, map_ns=lambda: 0):
+                 held_per_group=None, ranks: int = 1, map_ns=lambda: 0):
         import os
 
         self.planner = planner
@@ -64,7 +66,7 @@ class PoolRecord:
         self.publisher = Publisher(model, capacity, planner.chunk_bytes // self.pages_per_chunk,
                                    name=name or default_name(model, os.getpid()), device=device,
                                    device_uuid=device_uuid, limit=limit, min=minimum,
-                                   max_pages=planner.num_chunks * self.pages_per_chunk)
+                                   max_pages=planner.num_chunks * self.pages_per_chunk, ranks=ranks)
         self.name = self.publisher.name
         self.limit, self.min = limit, minimum
         self.control_seen = 0     # control revision applied

@@ -34,7 +34,8 @@ from .free_queue import ElasticFreeQueue
 from .geometry import ChunkGeometry
 from .planner import PLAN_ATTR, ChunkPlanner
 from .pool_record import PoolRecord, served_model
-from .settings import ElasticSettings
+from .ranks import FAILURE_ATTR, MISSES_ATTR, MapFailure
+from .settings import from_vllm_config
 from .watcher import PoolWatcher
 
 logger = logging.getLogger("vllm.kvlab")  # under vLLM's logger, so its handlers print it
@@ -47,15 +48,17 @@ def _floor_chunks(geo: ChunkGeometry, vllm_config, kv_cache_config) -> int:
     return 1 + math.ceil(blocks / geo.blocks_per_chunk)
 
 
-def _budget_chunks(limit: int | None, geo: ChunkGeometry, vllm_config, kv_cache_config) -> int | None:
+def _budget_chunks(limit: int | None, geo: ChunkGeometry, vllm_config, kv_cache_config,
+                   chunk_bytes: int) -> int | None:
+    """Chunks a limit of ``limit`` bytes of the whole engine allows (``chunk_bytes``: a chunk on all ranks)."""
     if limit is None:
         return None
     need = _floor_chunks(geo, vllm_config, kv_cache_config)
-    budget = limit // geo.chunk_bytes
+    budget = limit // chunk_bytes
     if budget < need:
         logger.warning("kvlab: KV limit %d MiB is below one %d-token request (%d chunks of %d MiB); using %d MiB",
-                       limit >> 20, vllm_config.model_config.max_model_len, need, geo.chunk_bytes >> 20,
-                       (need * geo.chunk_bytes) >> 20)
+                       limit >> 20, vllm_config.model_config.max_model_len, need, chunk_bytes >> 20,
+                       (need * chunk_bytes) >> 20)
         budget = need
     return min(budget, geo.num_chunks)
 
@@ -71,19 +74,24 @@ class ElasticSchedulerMixin:
 
     def __init__(self, vllm_config, kv_cache_config, *args, **kwargs):
         super().__init__(vllm_config, kv_cache_config, *args, **kwargs)
-        self.kvlab_settings = ElasticSettings.from_vllm_config(vllm_config)
+        self.kvlab_settings = from_vllm_config(vllm_config)
         geo = ChunkGeometry.from_kv_cache_config(kv_cache_config, self.kvlab_settings.handle_bytes,
                                                  compat.model_type(vllm_config))
         geo.require_aligned()
         self.kvlab_geometry = geo
         self._kvlab_vllm_config = vllm_config
         self._kvlab_kv_cache_config = kv_cache_config
+        # Every rank maps its shard of the same chunks: the planner and the registry count bytes of the
+        # whole engine (limits, reserve and minimum are set in them), the device rule bytes per rank.
+        self.kvlab_ranks = compat.engine_ranks(vllm_config)
+        chunk_bytes = geo.chunk_bytes * self.kvlab_ranks
         s = self.kvlab_settings
         self.kvlab_planner = ChunkPlanner(
-            geo.num_chunks, geo.blocks_per_chunk, geo.chunk_bytes,
-            budget_chunks=_budget_chunks(s.limit, geo, vllm_config, kv_cache_config),
-            reserve_chunks=math.ceil(s.reserve / geo.chunk_bytes), release_delay=s.release_delay,
+            geo.num_chunks, geo.blocks_per_chunk, chunk_bytes,
+            budget_chunks=_budget_chunks(s.limit, geo, vllm_config, kv_cache_config, chunk_bytes),
+            reserve_chunks=math.ceil(s.reserve / chunk_bytes), release_delay=s.release_delay,
             idle_release=s.idle_release)
+        self.kvlab_misses: list[MapFailure] = []
         pool = compat.block_pool(self)
         if len(compat.pool_blocks(pool)) != geo.num_blocks:
             raise RuntimeError(f"kvlab: the block pool has {len(compat.pool_blocks(pool))} blocks, "
@@ -96,7 +104,8 @@ class ElasticSchedulerMixin:
         self._kvlab_wake_pending = False
         self._kvlab_start_pool(vllm_config, geo)
         logger.info("kvlab: elastic KV cache, %d chunks of %d blocks (%.1f MiB each), budget %d chunks, "
-                    "reserve %d chunks (%s), pool %s", geo.num_chunks, geo.blocks_per_chunk, geo.chunk_bytes / 2**20,
+                    "reserve %d chunks (%s), pool %s", geo.num_chunks, geo.blocks_per_chunk,
+                    self.kvlab_planner.chunk_bytes / 2**20,
                     self.kvlab_planner.budget_chunks, self.kvlab_planner.reserve_chunks,
                     "kept while idle" if s.idle_release is None else f"released after {s.idle_release:g} s idle",
                     self.kvlab_pool.name)
@@ -105,16 +114,18 @@ class ElasticSchedulerMixin:
     def _kvlab_start_pool(self, vllm_config, geo: ChunkGeometry) -> None:
         s, planner = self.kvlab_settings, self.kvlab_planner
         device, uuid, probe = headroom.device_probe(vllm_config.device_config.device_type)
-        limit = None if s.limit is None else planner.budget_chunks * geo.chunk_bytes
+        limit = None if s.limit is None else planner.budget_chunks * planner.chunk_bytes
         try:
             held = functools.partial(_held_per_group, weakref.ref(self)) if geo.num_groups > 1 else None
             self.kvlab_pool = PoolRecord(planner, model=served_model(vllm_config), page_size=s.page_size,
                                          name=s.pool_name, device=device, device_uuid=uuid, limit=limit,
-                                         minimum=s.min, held_per_group=held,
+                                         minimum=s.min, held_per_group=held, ranks=self.kvlab_ranks,
                                          map_ns=lambda: _local_map_ns(s.engine_id))
         except RecordExists:
             raise RecordExists(f"kvlab: pool name {s.pool_name!r} (KVLAB_POOL_NAME) is taken by another live "
                                f"engine; give each engine its own name, or leave it unset for a unique one") from None
+        # Host ranks share one memory; GPU ranks hold one shard each on their own device (rank 0's measured).
+        device_chunk = planner.chunk_bytes if device == "cpu" else geo.chunk_bytes
         # vLLM hands the scheduler nothing that leads back to its engine; looked up once, held weakly.
         core, me = compat.engine_core_of_caller(), weakref.ref(self)
         if core is not None and compat.has_busy_loop(core()):
@@ -127,7 +138,7 @@ class ElasticSchedulerMixin:
                     f" ({uuid})" if uuid else "", how)
         self._kvlab_watcher = PoolWatcher(self.kvlab_pool, planner, functools.partial(_wake, me, waker), probe=probe,
                                           device=device, device_uuid=uuid, headroom_spec=s.headroom,
-                                          is_cuda=device != "cpu").start()
+                                          is_cuda=device != "cpu", device_chunk_bytes=device_chunk).start()
         self._kvlab_finalizer = weakref.finalize(self, _close_pool, self._kvlab_watcher, self.kvlab_pool)
 
     def _kvlab_apply_control(self) -> None:
@@ -137,11 +148,12 @@ class ElasticSchedulerMixin:
         if ctl is None:
             return
         geo, planner = self.kvlab_geometry, self.kvlab_planner
-        budget = _budget_chunks(ctl.limit, geo, self._kvlab_vllm_config, self._kvlab_kv_cache_config)
+        budget = _budget_chunks(ctl.limit, geo, self._kvlab_vllm_config, self._kvlab_kv_cache_config,
+                                planner.chunk_bytes)
         planner.budget_chunks = budget
-        pool.applied(ctl, None if budget is None else planner.budget_chunks * geo.chunk_bytes, ctl.min)
+        pool.applied(ctl, None if budget is None else planner.budget_chunks * planner.chunk_bytes, ctl.min)
         logger.info("kvlab: pool %s limit %s, min %d MiB (control revision %d)", pool.name,
-                    "none" if budget is None else f"{planner.budget_chunks * geo.chunk_bytes >> 20} MiB",
+                    "none" if budget is None else f"{planner.budget_chunks * planner.chunk_bytes >> 20} MiB",
                     ctl.min >> 20, ctl.revision)
 
     def has_requests(self) -> bool:
@@ -189,11 +201,36 @@ class ElasticSchedulerMixin:
             self._kvlab_begin()  # before vLLM schedules: a lower limit must bind before this step grows
             out = super().schedule(*args, **kwargs)
             setattr(out, PLAN_ATTR, self._kvlab_finish(idle=not self.has_unfinished_requests()))
+            setattr(out, MISSES_ATTR, len(self.kvlab_misses))
             return out
 
-    def update_from_output(self, *args, **kwargs):
+    def _kvlab_map_missed(self, failure: MapFailure) -> None:
+        """A rank could not map this step's chunks; every rank undid them and none ran the step. A
+        scheduling miss: the running requests go back to waiting and are recomputed (their in-flight
+        output dropped, as vLLM's own forced preemption does), the chunks are forgotten, growth waits
+        for the device's next measurement. Rare (another process took the memory the budget counted on),
+        so the recovery is plain rather than fast."""
+        planner = self.kvlab_planner
+        preempted = compat.preempt_running(self)
+        # Blocks this step filled and cached hold no KV (no forward pass ran): no cache entry may outlive it.
+        compat.forget_cached_free_blocks(compat.block_pool(self))
+        lost = [c for c in failure.chunks if planner.mapped[c]]
+        for c in lost:
+            self.kvlab_queue.release(c)
+        planner.forget_unmaps(lost)  # the workers undid these maps themselves
+        self.kvlab_pool.count(-len(lost), 0)
+        planner.device_cap = planner.n_mapped  # no growth until the watcher measures the device again
+        self.kvlab_misses.append(failure)
+        logger.warning("kvlab: scheduling miss: %s. No rank ran the step; %d running request(s) go back to "
+                       "waiting", failure.describe(), preempted)
+        self.kvlab_pool.publish(force=True)
+
+    def update_from_output(self, scheduler_output, model_runner_output, *args, **kwargs):
         with self._kvlab_lock:
-            result = super().update_from_output(*args, **kwargs)
+            failure = getattr(model_runner_output, FAILURE_ATTR, None)
+            if failure is not None:
+                self._kvlab_map_missed(failure)
+            result = super().update_from_output(scheduler_output, model_runner_output, *args, **kwargs)
             if not self.has_unfinished_requests():
                 # An in-process engine (LLM, or a single-GPU engine core with the uni executor) stops
                 # stepping once the last request is done, so no later plan would carry the release:
@@ -213,6 +250,8 @@ class ElasticSchedulerMixin:
         stats["linked_free_blocks"] = self.kvlab_queue.num_linked_blocks
         stats["pool_name"] = self.kvlab_pool.name
         stats["device_cap_chunks"] = self.kvlab_planner.device_cap
+        stats["ranks"] = self.kvlab_ranks
+        stats["map_misses"] = [m.describe() for m in self.kvlab_misses]
         return stats
 
     def shutdown(self) -> None:

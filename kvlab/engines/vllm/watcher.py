@@ -34,10 +34,12 @@ GUARANTEES = 1.0   # seconds between scans of the registry for the other pools' 
 class PoolWatcher:
     def __init__(self, record: PoolRecord, planner: ChunkPlanner, wake: Callable[[], None], *,
                  probe: Callable[[], MemoryReading | None], device: str, device_uuid: str,
-                 headroom_spec: str, is_cuda: bool):
+                 headroom_spec: str, is_cuda: bool, device_chunk_bytes: int | None = None):
         self.record, self.planner, self.wake = record, planner, wake
         self.probe, self.device, self.device_uuid = probe, device, device_uuid
         self.headroom_spec, self.is_cuda = headroom_spec, is_cuda
+        # A chunk's bytes on one device (one rank's shard): the device's room is counted in those.
+        self.device_chunk_bytes = device_chunk_bytes or planner.chunk_bytes
         self.headroom_bytes: int | None = None
         self.last_room: int | None = None
         self._woken_for = 0
@@ -111,6 +113,6 @@ class PoolWatcher:
                                                     self.device_uuid)
         room = headroom.room(free, self.headroom_bytes, self._others_unmet)
         self.last_room = room
-        cap = headroom.DeviceRoom(room, planned).cap_chunks(self.planner.chunk_bytes,
+        cap = headroom.DeviceRoom(room, planned).cap_chunks(self.device_chunk_bytes,
                                                           min_chunks(self.record.min, self.planner.chunk_bytes))
         self.planner.device_cap = cap
