@@ -1,6 +1,7 @@
 """Issue 7, benchmark 1: how fast a KV pool grows and shrinks, kvlab vs kvcached vs the driver floor.
 
     python benchmarks/gpu_growth.py [--out benchmarks/results/gpu_growth_h100.json] [--total 8G] [--step 256M]
+                                    [--handle-size 32M]
 
 For each KV geometry (Qwen2.5-0.5B and Llama-3.1-8B shapes, bf16, 16-token blocks) the pool grows from
 empty to ``--total`` bytes of KV (all layers, K and V) in steps of ``--step`` (one step = the blocks a
@@ -11,6 +12,9 @@ burst of requests asks for), then shrinks back to empty, through each system's p
   a chunk plan); shrink unmaps in the same steps and trims the page pool (the physical memory goes back
   to the device, as the engine does). Grown with an empty page pool (every page is created), the
   realistic case after an idle engine gave its memory back.
+* kvlab-chunk: the same with one physical handle of ``--handle-size`` per layer's share of a step (the
+  adapter's KVLAB_HANDLE_SIZE): same 2 MiB page map, far fewer driver calls. A step then covers at least
+  one handle per layer. The summary ``growth_gib_s`` gives both, as {"2MiB": .., "chunk": ..}.
 * kvcached (the PyPI release, built against the local torch): ``alloc_kv_cache`` + ``get_kv_cache_manager``;
   a step is ``manager.alloc(blocks)``; shrink is ``manager.free`` of the same blocks, then ``trim()``.
   Its defaults (2 MiB pages, page pre-allocation thread, contiguous layout on CUDA) are kept.
@@ -45,22 +49,24 @@ def block_bytes_per_layer(geometry: str) -> int:
     return 2 * BLOCK_TOKENS * heads * dim * DTYPE_BYTES
 
 
-def run_kvlab(geometry: str, total: int, step: int, repeats: int, page_size: int) -> dict:
+def run_kvlab(geometry: str, total: int, step: int, repeats: int, page_size: int, handle_size: int = 0) -> dict:
     import numpy as np
 
     from kvlab.memory import Arena
 
+    handle = handle_size or page_size
     layers = GEOMETRIES[geometry][0]
-    n_steps = total // step
-    region = -(-(total // layers) // page_size) * page_size  # one layer's KV, in whole pages
-    pages_per_step = -(-(step // layers) // page_size)
+    region = -(-(total // layers) // handle) * handle  # one layer's KV, in whole handles
+    per_layer_step = -(-max(step // layers, 1) // handle) * handle  # whole handles: a handle maps only whole
+    pages_per_step = per_layer_step // page_size
     pages_per_region = region // page_size
+    n_steps = -(-pages_per_region // pages_per_step)
     steps = []  # each step: the next pages of every layer's region, mapped in one call
     for s in range(n_steps):
         first = s * pages_per_step
         idx = np.arange(first, min(first + pages_per_step, pages_per_region))
         steps.append(np.concatenate([idx + layer * pages_per_region for layer in range(layers)]))
-    arena = Arena(region * layers, device="cuda:0", page_size=page_size)
+    arena = Arena(region * layers, device="cuda:0", page_size=page_size, handle_size=handle)
     grow, shrink = [], []
     try:
         for _ in range(repeats):
@@ -78,8 +84,8 @@ def run_kvlab(geometry: str, total: int, step: int, repeats: int, page_size: int
             shrink.append(mapped / (t2 - t1) / 2**30)
     finally:
         arena.close()
-    return {"system": "kvlab", "page_size": page_size, "bytes": mapped, "steps": n_steps,
-            "grow_gib_s": grow, "shrink_gib_s": shrink}
+    return {"system": "kvlab-chunk" if handle_size else "kvlab", "page_size": page_size, "handle_size": handle,
+            "bytes": mapped, "steps": n_steps, "grow_gib_s": grow, "shrink_gib_s": shrink}
 
 
 def _load_vllm_ops() -> str | None:
@@ -166,9 +172,20 @@ def run_floor(page_size: int, repeats: int) -> dict:
             "grow_gib_s": [page_size / map_ns * 1e9 / 2**30], "shrink_gib_s": [page_size / unmap_ns * 1e9 / 2**30]}
 
 
+def growth_summary(rows: list[dict], page_size: int) -> dict:
+    """Per geometry, kvlab's median growth with page-sized and with chunk-sized handles (GiB/s)."""
+    out = {}
+    for geometry in GEOMETRIES:
+        got = {r["system"]: r["grow"]["median"] for r in rows if r.get("geometry") == geometry and "grow" in r}
+        out[geometry] = {f"{page_size >> 20}MiB": got.get("kvlab"), "chunk": got.get("kvlab-chunk")}
+    return out
+
+
 def _child(args) -> None:
     if args.child == "kvlab":
         out = run_kvlab(args.geometry, args.total, args.step, args.repeats, args.page_size)
+    elif args.child == "kvlab-chunk":
+        out = run_kvlab(args.geometry, args.total, args.step, args.repeats, args.page_size, args.handle_size)
     elif args.child == "kvcached":
         out = run_kvcached(args.geometry, args.total, args.step, args.repeats)
     else:
@@ -183,8 +200,9 @@ def main() -> None:
     p.add_argument("--step", default="256M")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--page-size", default="2M")
-    p.add_argument("--systems", default="kvlab,kvcached,floor")
-    p.add_argument("--child", choices=("kvlab", "kvcached", "floor"))
+    p.add_argument("--handle-size", default="32M", help="kvlab-chunk's physical handle size")
+    p.add_argument("--systems", default="kvlab,kvlab-chunk,kvcached,floor")
+    p.add_argument("--child", choices=("kvlab", "kvlab-chunk", "kvcached", "floor"))
     p.add_argument("--geometry", choices=sorted(GEOMETRIES))
     args = p.parse_args()
     if args.child:
@@ -193,10 +211,12 @@ def main() -> None:
         # inside kvcached's C++ allocator, at its first iostream output of a number: if two C++ runtimes
         # in one process were the cause, this keeps them apart.
         args.total, args.step, args.page_size = int(args.total), int(args.step), int(args.page_size)
+        args.handle_size = int(args.handle_size)
         return _child(args)
     from kvlab.memory.args import parse_size
 
     args.total, args.step, args.page_size = parse_size(args.total), parse_size(args.step), parse_size(args.page_size)
+    args.handle_size = parse_size(args.handle_size)
 
     from kvlab.results import write_json_atomic
     from kvlab.sysinfo import environment
@@ -210,7 +230,7 @@ def main() -> None:
             # leaves its Python stack on stderr.
             cmd = [sys.executable, "-X", "faulthandler", __file__, "--child", system, "--geometry", geometry,
                    "--total", str(args.total), "--step", str(args.step), "--repeats", str(args.repeats),
-                   "--page-size", str(args.page_size)]
+                   "--page-size", str(args.page_size), "--handle-size", str(args.handle_size)]
             print(f"[growth] {geometry} {system} ...", flush=True)
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
             line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
@@ -238,7 +258,9 @@ def main() -> None:
             got["kvlab"]["floor_vs_shrink"] = floor["shrink"]["median"] / got["kvlab"]["shrink"]["median"]
     result = {"benchmark": "gpu_growth", "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "config": {"total": args.total, "step": args.step, "repeats": args.repeats,
-                         "page_size": args.page_size, "geometries": GEOMETRIES, "block_tokens": BLOCK_TOKENS},
+                         "page_size": args.page_size, "handle_size": args.handle_size, "geometries": GEOMETRIES,
+                         "block_tokens": BLOCK_TOKENS},
+              "summary": {"growth_gib_s": growth_summary(rows, args.page_size)},
               "system_info": environment(), "rows": rows}
     write_json_atomic(args.out, result)
     print(json.dumps(rows, indent=1))

@@ -10,8 +10,8 @@ Two ways to give them, one object either way:
 Bad input raises a typed error here, before any engine process starts. The settings travel to the
 engine's processes serialized in one piece (``to_dict``; vLLM carries it in ``additional_config``) and
 each process parses them once. This module imports neither vLLM nor torch, so the lab can use it.
-The page size's granularity (a multiple of the device's mapping unit) is checked by the native arena,
-which knows the device.
+The handle size's granularity (a multiple of the device's mapping unit) is checked by the native page
+pool, which knows the device.
 """
 
 from __future__ import annotations
@@ -27,9 +27,10 @@ from kvlab.registry.control import check_control
 from kvlab.registry.names import check_name
 
 # field -> the environment variable that sets it for `vllm serve` users
-ENV = {"elastic": "KVLAB_ELASTIC", "page_size": "KVLAB_PAGE_SIZE", "limit": "KVLAB_LIMIT",
-       "reserve": "KVLAB_RESERVE", "release_delay": "KVLAB_RELEASE_DELAY", "idle_release": "KVLAB_IDLE_RELEASE",
-       "pool_name": "KVLAB_POOL_NAME", "min": "KVLAB_MIN", "headroom": "KVLAB_HEADROOM"}
+ENV = {"elastic": "KVLAB_ELASTIC", "page_size": "KVLAB_PAGE_SIZE", "handle_size": "KVLAB_HANDLE_SIZE",
+       "limit": "KVLAB_LIMIT", "reserve": "KVLAB_RESERVE", "release_delay": "KVLAB_RELEASE_DELAY",
+       "idle_release": "KVLAB_IDLE_RELEASE", "pool_name": "KVLAB_POOL_NAME", "min": "KVLAB_MIN",
+       "headroom": "KVLAB_HEADROOM"}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
 _NEVER = {"off", "never", "none"}  # idle_release: keep the reserve however long the engine is idle
@@ -77,7 +78,8 @@ def _seconds(value, field: str) -> float:
 class ElasticSettings:
     """Sizes are bytes or strings such as "2G"/"64MiB"; they are stored as ints. Seconds are numbers."""
 
-    page_size: int = 2 * units.MiB     # mapping granularity; the CUDA VMM granularity on current GPUs
+    page_size: int = 2 * units.MiB     # page map granularity; the CUDA VMM granularity on current GPUs
+    handle_size: int = 0               # bytes per physical allocation, a multiple of page_size; 0: page_size
     limit: int | None = None           # most KV bytes mapped at once; None: the device is the limit
     reserve: int = 32 * units.MiB      # free, mapped KV memory kept so that bursts do not thrash
     release_delay: float = 1.0         # seconds a chunk must stay free (while busy) before it is unmapped
@@ -96,6 +98,10 @@ class ElasticSettings:
         put("page_size", _size(self.page_size, "page_size"))
         if self.page_size == 0:
             raise InvalidSettings(f"{_name('page_size')} must be positive")
+        put("handle_size", _size(self.handle_size, "handle_size"))
+        if self.handle_size % self.page_size:
+            raise InvalidSettings(f"{_name('handle_size')}={self.handle_size} must be a multiple of "
+                                  f"{_name('page_size')}={self.page_size} (or 0: one handle per page)")
         if self.limit is not None:
             put("limit", _size(self.limit, "limit"))
             if self.limit == 0:
@@ -149,6 +155,12 @@ class ElasticSettings:
             else:
                 out[var] = str(value)
         return out
+
+    @property
+    def handle_bytes(self) -> int:
+        """The unit each layer's share of a chunk fills: one physical handle (the driver maps a handle only
+        whole, and a chunk is what the planner releases, so a chunk never splits a handle)."""
+        return self.handle_size or self.page_size
 
     def with_engine_id(self) -> "ElasticSettings":
         return self if self.engine_id else replace(self, engine_id=uuid.uuid4().hex)

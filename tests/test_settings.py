@@ -28,6 +28,14 @@ def test_python_strings_and_the_environment_give_the_same_settings():
                                                                                                  release_delay=0.5)
 
 
+def test_handle_size_defaults_to_one_handle_per_page_and_round_trips():
+    assert ElasticSettings(page_size="64KiB").handle_bytes == 64 << 10
+    s = ElasticSettings(page_size="64KiB", handle_size="512KiB")
+    assert (s.handle_size, s.handle_bytes) == (512 << 10, 512 << 10)
+    assert ElasticSettings.from_env({**s.to_env(), "KVLAB_ELASTIC": "1"}) == s == ElasticSettings.from_dict(s.to_dict())
+    assert ElasticSettings.from_env({"KVLAB_PAGE_SIZE": "64KiB", "KVLAB_HANDLE_SIZE": "512KiB"}).handle_size == 512 << 10
+
+
 @pytest.mark.parametrize("never", ["off", "never", " Never ", None])
 def test_idle_release_off_keeps_the_reserve(never):
     assert ElasticSettings(idle_release=never).idle_release is None
@@ -42,7 +50,8 @@ def test_idle_release_off_keeps_the_reserve(never):
     ("idle_release", "soon", "KVLAB_IDLE_RELEASE"), ("idle_release", True, "KVLAB_IDLE_RELEASE"),
     ("idle_release", float("inf"), "KVLAB_IDLE_RELEASE"), ("idle_release", -0.5, "KVLAB_IDLE_RELEASE"),
     ("release_delay", "nan", "KVLAB_RELEASE_DELAY"), ("headroom", "150%", "KVLAB_HEADROOM"),
-    ("elastic", "maybe", "not a boolean"),
+    ("elastic", "maybe", "not a boolean"), ("handle_size", "3MiB", "handle_size (KVLAB_HANDLE_SIZE)=3145728 must be"),
+    ("handle_size", "1x", "KVLAB_HANDLE_SIZE"),
 ])
 def test_bad_values_raise_a_typed_error_naming_the_setting(field, bad, words):
     with pytest.raises(InvalidSettings, match=words.replace("(", r"\(").replace(")", r"\)")):

@@ -22,7 +22,9 @@ def default_device() -> str:
 def main(args) -> int:
     device = str(parse_device(args.device or default_device()))
     progress = None if args.json else (lambda msg: print(f"  {msg}", file=sys.stderr, flush=True))
-    result = vmm.run(device=device, page_size=parse_size(args.page_size), repeats=args.repeats, progress=progress)
+    result = vmm.run(device=device, page_size=parse_size(args.page_size), repeats=args.repeats, progress=progress,
+                     handle_size=parse_size(args.handle_size),
+                     growth_bytes=parse_size(args.growth) if args.growth else None)
     result["environment"] = environment()
     stamp = result["environment"]["date"].replace(":", "").replace("-", "")[:15]
     out = Path(args.out) / f"vmm-{device.replace(':', '')}-{stamp}.json"

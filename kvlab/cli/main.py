@@ -19,6 +19,9 @@ def build_parser() -> argparse.ArgumentParser:
     vmm.add_argument("--device", default=None, help="cpu or cuda:N (default: the first GPU, else cpu)")
     vmm.add_argument("--page-size", default="2MiB")
     vmm.add_argument("--repeats", type=int, default=30)
+    vmm.add_argument("--handle-size", default="32MiB", help="chunk-sized handle whose growth is compared with "
+                     "page-sized handles")
+    vmm.add_argument("--growth", default=None, help="bytes grown for the GiB/s rows (default 4GiB GPU, 512MiB cpu)")
     vmm.add_argument("--out", default="benchmarks/results", help="folder for the JSON result")
     vmm.add_argument("--json", action="store_true", help="print the result as JSON")
 

@@ -1,4 +1,4 @@
-"""The per-device physical page pool shared by every arena of a device and page size."""
+"""The per-device physical handle pool shared by every arena of a device and handle size."""
 
 from __future__ import annotations
 
@@ -10,10 +10,17 @@ _native = _native_loader.native()
 
 
 class PagePool:
-    """Reuses physical pages so that map/unmap avoid the driver's create/release (~13 us per page).
+    """Reuses physical handles so that map/unmap avoid the driver's create/release (~13 us per handle).
 
-    ``max_free`` pages are kept after unmap; ``trim()`` releases them. ``physical_limit`` caps the
-    pages this process holds on the device (in use + free); beyond it maps raise OutOfPhysicalMemory.
+    One pool per (device, handle size); ``page_size`` here is the handle size. ``max_free`` handles
+    (about 64 MiB by default) are kept after unmap; ``trim()`` releases them to the driver.
+
+    Pools of different handle sizes on one device keep separate free lists: a free 2 MiB handle cannot
+    back a 32 MiB slot, so memory moves between them only through the driver (``trim``, which the vLLM
+    adapter calls after every unmap, or a low ``max_free``). ``physical_limit`` is the device's, shared by
+    all its pools: it caps the bytes this process holds there (in use + free) across handle sizes, so
+    setting it on any pool of the device sets it for all; beyond it maps raise OutOfPhysicalMemory, and
+    free handles of another size count until trimmed.
     """
 
     def __init__(self, device: str | Device | None = "cpu", page_size: int | str = 2 << 20):
@@ -52,15 +59,20 @@ class PagePool:
 
     @property
     def physical_limit(self) -> int | None:
-        pages = self._pool.stats()["physical_limit_pages"]
-        return pages * self.page_size if pages else None
+        """The device's cap in bytes (all handle sizes), or None."""
+        return self._pool.stats()["physical_limit_bytes"] or None
 
     @physical_limit.setter
     def physical_limit(self, value: int | str | None) -> None:
-        pages = 0 if value is None else parse_size(value) // self.page_size
-        if value is not None and pages == 0:
-            raise InvalidArgument(f"a physical limit below one page ({self.page_size} bytes) forbids every map")
-        self._pool.set_physical_limit_pages(pages)
+        n = 0 if value is None else parse_size(value)
+        if value is not None and n < self.page_size:
+            raise InvalidArgument(f"a physical limit below one handle ({self.page_size} bytes) forbids every map")
+        self._pool.set_physical_limit_bytes(n)
+
+    @property
+    def device_held_bytes(self) -> int:
+        """Bytes all pools of this device hold (in use + free), every handle size."""
+        return self._pool.stats()["device_held_bytes"]
 
     def stats(self) -> dict:
         return self._pool.stats()

@@ -22,7 +22,7 @@ from .store import check_size, registry_dir
 from .record_file import RecordFile
 
 _KEEP = object()
-_COUNTERS = ("mapped", "used", "retained", "min", "n_maps", "n_unmaps", "control_ack")
+_COUNTERS = ("mapped", "used", "retained", "min", "n_maps", "n_unmaps", "control_ack", "map_ns")
 _live: "weakref.WeakSet[_Owned]" = weakref.WeakSet()
 
 
@@ -96,7 +96,8 @@ class Publisher:
         header = encode_header(Header(MAGIC, VERSION, PAGES_OFF, pid, ticks, ns, max_pages, time.time_ns(),
                                       capacity, page_size, name, str(model), str(device), str(device_uuid), ranks))
         self._fields = dict(revision=0, mapped=0, used=0, retained=0, limit=-1 if limit is None else limit,
-                            min=min, n_maps=0, n_unmaps=0, heartbeat_ns=time.time_ns(), n_pages=0, control_ack=0)
+                            min=min, n_maps=0, n_unmaps=0, heartbeat_ns=time.time_ns(), n_pages=0, control_ack=0,
+                            map_ns=0)
         self._pages_crc = zlib.crc32(b"")
         self.name, self.max_pages = name, max_pages
         self._lock = threading.Lock()  # a seqlock has one writer: threads of the owner take turns
@@ -172,21 +173,22 @@ class Publisher:
 
     def update(self, *, mapped: int | None = None, used: int | None = None, retained: int | None = None,
                limit=_KEEP, min: int | None = None, n_maps: int | None = None, n_unmaps: int | None = None,
-               control_ack: int | None = None, pages=None) -> int:
+               control_ack: int | None = None, map_ns: int | None = None, pages=None) -> int:
         """Publish new values (omitted ones stay) and a heartbeat; returns the record's revision.
 
         ``pages``: one state per page (``PageState``, or bools), at most ``max_pages`` long.
-        ``limit=None`` publishes "no limit". ``control_ack``: the control revision now applied.
+        ``limit=None`` publishes "no limit". ``control_ack``: the control revision now applied. ``map_ns``:
+        total nanoseconds spent mapping so far.
         """
         with self._lock:
             return self._update(mapped=mapped, used=used, retained=retained, limit=limit, min=min, n_maps=n_maps,
-                                n_unmaps=n_unmaps, control_ack=control_ack, pages=pages)
+                                n_unmaps=n_unmaps, control_ack=control_ack, map_ns=map_ns, pages=pages)
 
-    def _update(self, *, mapped, used, retained, limit, min, n_maps, n_unmaps, control_ack, pages) -> int:
+    def _update(self, *, mapped, used, retained, limit, min, n_maps, n_unmaps, control_ack, map_ns, pages) -> int:
         file = self._file()
         new = dict(self._fields)
         given = dict(mapped=mapped, used=used, retained=retained, min=min, n_maps=n_maps, n_unmaps=n_unmaps,
-                     control_ack=control_ack)
+                     control_ack=control_ack, map_ns=map_ns)
         for key in _COUNTERS:
             if given[key] is not None:
                 new[key] = check_size(given[key], key)

@@ -33,7 +33,7 @@ import numpy as np
 from .errors import InvalidName
 
 MAGIC = b"KVLABREG"
-VERSION = 1
+VERSION = 3  # header ranks + data map_ns; records of other versions are read by their identity prefix only
 MAX_GROUPS = 8  # in-use states USED .. USED + 7 (hybrid models' KV cache groups): one digit each in as_dict
 NO_LIMIT = -1  # stored for "no limit"; Record/Control expose it as None
 SUFFIX, TMP_PREFIX = ".kvr", ".tmp-"  # record files; temp files of creators not yet published
@@ -58,11 +58,12 @@ CTL_SLOT = struct.Struct("<QqqQ")  # revision, limit, min, crc32 of the first th
 CTL_SLOTS = (392, 392 + CTL_SLOT.size)
 CTL_SIZE = 8 + 2 * CTL_SLOT.size
 DATA_OFF, DATA_SEQ = 512, 512 // 8
-# crc, then: revision, mapped, used, retained, limit, min, n_maps, n_unmaps, heartbeat_ns, n_pages, control_ack
+# crc, then: revision, mapped, used, retained, limit, min, n_maps, n_unmaps, heartbeat_ns, n_pages, control_ack,
+# map_ns
 CRC = struct.Struct("<Q")
-FIELDS = struct.Struct("<QQQQqQQQQQQ")
+FIELDS = struct.Struct("<QQQQqQQQQQQQ")
 FIELD_NAMES = ("revision", "mapped", "used", "retained", "limit", "min", "n_maps", "n_unmaps", "heartbeat_ns",
-               "n_pages", "control_ack")
+               "n_pages", "control_ack", "map_ns")
 PAGES_OFF = 640
 assert HEADER.size <= CTL_OFF and CTL_OFF + CTL_SIZE <= DATA_OFF and DATA_OFF + 16 + FIELDS.size <= PAGES_OFF
 
@@ -119,6 +120,7 @@ class Record:
     heartbeat: float
     control: Control
     control_ack: int  # control revision the owner has applied; < control.revision while it catches up
+    map_ns: int  # total time the owner's mappers spent mapping (0 where it cannot see them)
     pages: bytes  # one PageState byte per page (USED + g: in use by KV cache group g)
     # Worker processes (tensor x pipeline parallel ranks) that each map their shard of every mapped
     # page; sizes above are of the whole engine, split evenly over them.

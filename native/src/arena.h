@@ -1,6 +1,11 @@
 // An Arena is a reserved virtual range of `capacity` bytes, split into pages, of which only the pages
 // asked for are backed by physical memory. map/unmap work on contiguous runs (one access call per
 // run on CUDA) and map is transactional: it either maps every requested page or changes nothing.
+//
+// Pages (the unit of the bitmap, 2 MiB by default) and physical handles (the unit the driver charges
+// for, the pool's page size) may differ: a handle covers `pages_per_handle` consecutive, aligned pages.
+// The driver maps a handle only whole (cuMemMap's offset must be 0), so map backs every handle a
+// requested page lies in, and unmap refuses to split a mapped handle.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -32,7 +37,8 @@ struct ArenaCounters {
 
 class Arena {
 public:
-    Arena(std::shared_ptr<PagePool> pool, size_t capacity);
+    // `pool` supplies the handles (its page size is the handle size); `page_size` divides it.
+    Arena(std::shared_ptr<PagePool> pool, size_t capacity, size_t page_size);
     ~Arena();
     Arena(const Arena &) = delete;
     Arena &operator=(const Arena &) = delete;
@@ -55,12 +61,13 @@ public:
     size_t capacity() const { return capacity_; }
     size_t page_size() const { return page_size_; }
     size_t n_pages() const { return n_pages_; }
+    size_t handle_size() const { return handle_size_; }
     const std::shared_ptr<PagePool> &pool() const { return pool_; }
     std::shared_ptr<Reservation> reservation() const;
 
 private:
     void check_open() const;
-    // Sorted, de-duplicated pages whose mapped state differs from `want_mapped`.
+    // Sorted, de-duplicated handle slots whose mapped state differs from `want_mapped`.
     std::vector<int64_t> pending(const int64_t *pages, size_t n, bool want_mapped) const;
     size_t unmap_sorted(const std::vector<int64_t> &pages);
 
@@ -68,11 +75,11 @@ private:
     std::shared_ptr<Backend> backend_;
     std::shared_ptr<Reservation> reservation_;
     uintptr_t base_;
-    size_t capacity_, page_size_, n_pages_;
+    size_t capacity_, page_size_, handle_size_, pages_per_handle_, n_pages_, n_slots_;
     mutable std::mutex mu_;
-    std::vector<uint8_t> mapped_;
-    std::vector<uint64_t> handles_;
-    size_t mapped_count_ = 0, limit_bytes_ = 0;
+    std::vector<uint8_t> mapped_;    // per handle slot
+    std::vector<uint64_t> handles_;  // per handle slot
+    size_t mapped_count_ = 0, limit_bytes_ = 0;  // mapped_count_ in handle slots
     bool closed_ = false;
     ArenaCounters c_;
 };

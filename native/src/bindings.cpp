@@ -52,7 +52,8 @@ nb::dict pool_dict(const PagePool &p) {
     d["in_use"] = c.in_use;
     d["free"] = c.free;
     d["max_free"] = c.max_free;
-    d["physical_limit_pages"] = c.physical_limit_pages;
+    d["physical_limit_bytes"] = p.physical_limit_bytes();
+    d["device_held_bytes"] = p.device_held_bytes();
     d["create"] = op_dict(c.create);
     d["release"] = op_dict(c.release);
     return d;
@@ -101,7 +102,7 @@ NB_MODULE(_native, m) {
         .def_prop_ro("page_size", &PagePool::page_size)
         .def("trim", &PagePool::trim, nb::arg("keep") = 0, nb::call_guard<nb::gil_scoped_release>())
         .def("set_max_free", &PagePool::set_max_free, nb::call_guard<nb::gil_scoped_release>())
-        .def("set_physical_limit_pages", &PagePool::set_physical_limit_pages)
+        .def("set_physical_limit_bytes", &PagePool::set_physical_limit_bytes)
         .def("stats", [](const PagePool &p) { return pool_dict(p); });
 
     m.def("pool_for", [](const std::string &backend, int ordinal, size_t page_size) {
@@ -110,8 +111,9 @@ NB_MODULE(_native, m) {
 
     nb::class_<Arena>(m, "Arena")
         .def("__init__",
-             [](Arena *self, const std::string &backend, int ordinal, size_t capacity, size_t page_size) {
-                 new (self) Arena(pool_for(backend_for(backend, ordinal), page_size), capacity);
+             [](Arena *self, const std::string &backend, int ordinal, size_t capacity, size_t page_size,
+                size_t handle_size) {
+                 new (self) Arena(pool_for(backend_for(backend, ordinal), handle_size), capacity, page_size);
              })
         .def("map", [](Arena &a, Pages p) { return a.map(p.data(), p.shape(0)); },
              nb::call_guard<nb::gil_scoped_release>())
@@ -123,6 +125,7 @@ NB_MODULE(_native, m) {
         .def_prop_ro("base", &Arena::base)
         .def_prop_ro("capacity", &Arena::capacity)
         .def_prop_ro("page_size", &Arena::page_size)
+        .def_prop_ro("handle_size", &Arena::handle_size)
         .def_prop_ro("n_pages", &Arena::n_pages)
         .def_prop_ro("mapped_pages", &Arena::mapped_pages)
         .def_prop_ro("pool", &Arena::pool)

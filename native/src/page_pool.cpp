@@ -1,5 +1,6 @@
 #include "page_pool.h"
 
+#include <algorithm>
 #include <map>
 #include <string>
 #include <utility>
@@ -8,14 +9,16 @@
 
 namespace kvlab {
 
-constexpr size_t kDefaultMaxFree = 32;  // 64 MiB of 2 MiB pages: absorbs bursts, cheap at idle
+constexpr size_t kDefaultFreeBytes = size_t(64) << 20;
 
-// The one check of the page size against the device's mapping granularity: every page size enters the
-// native core here (an Arena gets its pages from a pool), before pool_for caches the pool.
-PagePool::PagePool(std::shared_ptr<Backend> backend, size_t page_size, size_t max_free)
-    : backend_(std::move(backend)), page_size_(page_size) {
+// The one check of a physical handle size against the device's mapping granularity: every handle size
+// enters the native core here (an Arena gets its handles from a pool), before pool_for caches the pool.
+// A pool's "page" is one physical handle: an Arena's pages may subdivide it.
+PagePool::PagePool(std::shared_ptr<Backend> backend, size_t page_size, size_t max_free,
+                   std::shared_ptr<DeviceBudget> budget)
+    : backend_(std::move(backend)), page_size_(page_size), budget_(std::move(budget)) {
     if (page_size_ == 0 || page_size_ % backend_->granularity() != 0)
-        fail(ErrorKind::InvalidArgument, "page size " + std::to_string(page_size_) + " is not a multiple of the " +
+        fail(ErrorKind::InvalidArgument, "handle size " + std::to_string(page_size_) + " is not a multiple of the " +
                                              backend_->device() + " granularity " +
                                              std::to_string(backend_->granularity()));
     c_.max_free = max_free;
@@ -25,12 +28,22 @@ size_t PagePool::acquire(size_t n, uint64_t *out) {
     std::lock_guard<std::mutex> lock(mu_);
     size_t hits = std::min(n, free_.size());
     size_t misses = n - hits;
-    size_t total = c_.in_use + free_.size();
-    if (c_.physical_limit_pages && total + misses > c_.physical_limit_pages)
-        fail(ErrorKind::OutOfPhysicalMemory,
-             "the " + backend_->device() + " page pool is capped at " + std::to_string(c_.physical_limit_pages) +
-                 " pages and " + std::to_string(total) + " exist; " + std::to_string(misses) +
-                 " more were needed (raise the pool's physical limit or free memory)");
+    {
+        // Claim the bytes before creating, so that two pools of one device cannot both pass the cap.
+        std::lock_guard<std::mutex> b(budget_->mu);
+        size_t need = misses * page_size_;
+        if (budget_->limit_bytes && budget_->held_bytes + need > budget_->limit_bytes)
+            fail(ErrorKind::OutOfPhysicalMemory,
+                 "the " + backend_->device() + " physical limit is " + std::to_string(budget_->limit_bytes >> 20) +
+                     " MiB and its pools hold " + std::to_string(budget_->held_bytes >> 20) + " MiB; " +
+                     std::to_string(need >> 20) + " MiB more were needed (raise the physical limit, or trim "
+                     "the free handles of other handle sizes)");
+        budget_->held_bytes += need;
+    }
+    auto unclaim = [&](size_t n) {
+        std::lock_guard<std::mutex> b(budget_->mu);
+        budget_->held_bytes -= n * page_size_;
+    };
     // Create the misses first so that a failure leaves the free list untouched.
     std::vector<uint64_t> created;
     created.reserve(misses);
@@ -42,6 +55,7 @@ size_t PagePool::acquire(size_t n, uint64_t *out) {
         }
     } catch (...) {
         for (uint64_t h : created) backend_->release_page(h, page_size_);
+        unclaim(misses);
         throw;
     }
     for (size_t i = 0; i < hits; i++) {
@@ -80,6 +94,8 @@ void PagePool::release_locked(size_t keep) {
     }
     c_.release.record(now_ns() - t0, n);
     c_.released += n;
+    std::lock_guard<std::mutex> b(budget_->mu);
+    budget_->held_bytes -= n * page_size_;
 }
 
 void PagePool::set_max_free(size_t n) {
@@ -88,9 +104,17 @@ void PagePool::set_max_free(size_t n) {
     release_locked(n);
 }
 
-void PagePool::set_physical_limit_pages(size_t n) {
-    std::lock_guard<std::mutex> lock(mu_);
-    c_.physical_limit_pages = n;
+void PagePool::set_physical_limit_bytes(size_t bytes) {
+    std::lock_guard<std::mutex> b(budget_->mu);
+    budget_->limit_bytes = bytes;
+}
+size_t PagePool::physical_limit_bytes() const {
+    std::lock_guard<std::mutex> b(budget_->mu);
+    return budget_->limit_bytes;
+}
+size_t PagePool::device_held_bytes() const {
+    std::lock_guard<std::mutex> b(budget_->mu);
+    return budget_->held_bytes;
 }
 
 PoolCounters PagePool::counters() const {
@@ -104,11 +128,16 @@ std::shared_ptr<PagePool> pool_for(const std::shared_ptr<Backend> &backend, size
     static std::mutex mu;
     // Never destroyed: releasing CUDA handles during static destruction can crash at exit.
     static auto *pools = new std::map<std::pair<std::string, size_t>, std::shared_ptr<PagePool>>();
+    static auto *budgets = new std::map<std::string, std::shared_ptr<DeviceBudget>>();
     std::lock_guard<std::mutex> lock(mu);
     auto key = std::make_pair(backend->device(), page_size);
     auto it = pools->find(key);
     if (it != pools->end()) return it->second;
-    auto pool = std::make_shared<PagePool>(backend, page_size, kDefaultMaxFree);
+    auto &budget = (*budgets)[backend->device()];
+    if (!budget) budget = std::make_shared<DeviceBudget>();
+    // Keep about 64 MiB free per size: absorbs bursts, cheap at idle.
+    size_t max_free = std::max<size_t>(1, kDefaultFreeBytes / page_size);
+    auto pool = std::make_shared<PagePool>(backend, page_size, max_free, budget);
     (*pools)[key] = pool;
     return pool;
 }

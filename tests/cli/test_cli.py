@@ -48,7 +48,8 @@ def test_doctor_names_the_vllm_runner_the_plugin_hooks_and_whether_it_is_support
 
 
 def test_bench_vmm_saves_json_with_hardware(tmp_path):
-    proc = kvlab("bench", "vmm", "--device", "cpu", "--repeats", "3", "--page-size", "64KiB", "--out", str(tmp_path))
+    proc = kvlab("bench", "vmm", "--device", "cpu", "--repeats", "3", "--page-size", "64KiB", "--handle-size", "1MiB",
+                 "--growth", "64MiB", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     files = list(tmp_path.glob("vmm-cpu-*.json"))
     assert len(files) == 1 and f"saved {files[0]}" in proc.stdout
@@ -57,6 +58,10 @@ def test_bench_vmm_saves_json_with_hardware(tmp_path):
     for row in r["rows"]:
         assert row["map_us_per_page"] > 0 and row["floor_map_us_per_page"] > 0
         assert row["unmap_us_per_page"] > 0 and row["map_cold_pool_us_per_page"] > 0
+    g = r["growth"]
+    assert (g["total_bytes"], g["page_size"], g["chunk_handle_size"]) == (64 << 20, 64 << 10, 1 << 20)
+    assert set(r["growth_gib_s"]) == {"64KiB", "chunk"} and all(v > 0 for v in r["growth_gib_s"].values())
+    assert "KiB handles grow" in proc.stdout
     env = r["environment"]
     assert env["cpu"] and env["python"] and env["date"] and env["versions"]["numpy"]
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]

@@ -22,6 +22,8 @@ from tests.engines.vllm_helpers import (  # noqa: E402
     scheduler_of,
     worker_stats,
 )
+from kvlab.registry import read  # noqa: E402
+from kvlab.units import parse_size  # noqa: E402
 from tests.waiting import until  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -37,7 +39,7 @@ def _assert_consistent(llm):
     planner = sched.kvlab_planner
     chunks = [c for c in range(planner.num_chunks) if planner.mapped[c]]
     expected = np.zeros(mapper.arena.n_pages, dtype=bool)
-    expected[mapper.table[chunks].ravel()] = True
+    expected[mapper._pages(chunks)] = True
     assert np.array_equal(mapper.arena.mapped, expected)
     for b in sched.kv_cache_manager.block_pool.blocks:
         if b.ref_cnt > 0 or b.block_hash is not None:
@@ -51,15 +53,18 @@ def test_static_baseline_is_sane(static_reference):
     assert static_reference["start_rss"] > 0.9 * KV_BYTES  # the static cache is resident from the start
 
 
-@pytest.mark.parametrize("page_size", ["2MiB", "64KiB"])
-def test_greedy_outputs_identical_to_static(tiny_model, static_reference, page_size):
+# 64 KiB pages with 512 KiB handles: each layer's part of a chunk is one physical handle of 8 pages.
+@pytest.mark.parametrize("page_size,handle_size", [("2MiB", 0), ("64KiB", 0), ("64KiB", "512KiB")])
+def test_greedy_outputs_identical_to_static(tiny_model, static_reference, page_size, handle_size):
     grace = 2.0  # idle_release: the reserve goes after 2 s idle
-    llm = make_llm(tiny_model, KV_BYTES, kvlab={"elastic": True, "page_size": page_size, "idle_release": grace})
+    llm = make_llm(tiny_model, KV_BYTES, kvlab={"elastic": True, "page_size": page_size, "handle_size": handle_size,
+                                                 "idle_release": grace})
     try:
         outputs = generate(llm, prompts())
         went_idle = time.monotonic()
         stats = worker_stats(llm)
         _assert_consistent(llm)
+        pool_name = scheduler_of(llm).kvlab_pool.name
         # In-process, nothing steps while idle: the pool's watcher thread hands the release to the worker.
         arena = (stats["pid"], stats["base"], stats["capacity"])
         released = until(lambda: resident_bytes(*arena) == stats["chunk_bytes"], grace + 5)
@@ -67,9 +72,12 @@ def test_greedy_outputs_identical_to_static(tiny_model, static_reference, page_s
         after = worker_stats(llm)
         _assert_consistent(llm)
         retained = scheduler_of(llm).kvlab_planner.retained_chunks()
+        record = read(pool_name)  # published after the idle release: the worker's total map time so far
     finally:
         close_llm(llm)
     assert outputs == static_reference["outputs"]
+    assert 0 < record.map_ns == after["map_ns"]
+    assert stats["handle_size"] == parse_size(handle_size or page_size)
     idle = stats["chunk_bytes"] * (1 + 32 * MiB // stats["chunk_bytes"])  # chunk 0 + the 32 MiB reserve
     assert stats["peak_mapped_bytes"] > idle + 2 * stats["chunk_bytes"]  # the batch made memory grow
     assert stats["mapped_bytes"] <= idle                                 # and it went back afterwards

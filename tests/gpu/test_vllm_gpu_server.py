@@ -154,3 +154,21 @@ def _alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_gpu_server_with_chunk_handles_is_identical_and_counts_map_time(tiny_model, root, static_tokens):
+    """8 MiB handles (KVLAB_HANDLE_SIZE): each layer's share of a 32 MiB chunk is one handle; the tokens
+    are stock vLLM's, and the record's map_ns counts the worker's map time (one GPU: the uni executor runs
+    the worker in the scheduler's process)."""
+    from kvlab.lab import Server
+
+    expected, _held = static_tokens
+    env = {"KVLAB_HANDLE_SIZE": "8MiB", "KVLAB_RESERVE": "0", "KVLAB_REGISTRY_DIR": root}
+    with Server(tiny_model, memory="elastic", env=env, **COMMON, **MODES["eager"]) as s:
+        assert _tokens(s) == expected
+        before = registry.read(s.pool_name, root)
+        with peak_mapped(s.pool_name, root) as peak:
+            out = _burst(s, seed=4)
+        assert all(c["finish_reason"] == "length" for c in out)
+        assert peak.peak > 4 * CHUNK and peak.peak % (4 * CHUNK) == 0  # whole 32 MiB chunks
+        assert until(lambda: registry.read(s.pool_name, root).map_ns > before.map_ns, 5)

@@ -95,7 +95,7 @@ def test_cuda_graph_replays_over_remapped_pages():
 
 
 def test_physical_limit_gives_typed_error_and_rolls_back(pool):
-    pool.physical_limit = 8 * PAGE
+    pool.physical_limit = pool.device_held_bytes + 8 * PAGE  # the device's limit, over all handle sizes
     try:
         with Arena("1GiB", device="cuda:0") as a:
             a.map(range(6))
@@ -115,3 +115,21 @@ def test_real_device_exhaustion_is_a_typed_error_not_a_crash():
         assert a.mapped_pages == 0
     PagePool("cuda:0", PAGE).trim()
 
+
+
+def test_chunk_sized_handles_map_whole_and_give_memory_back():
+    big = PagePool("cuda:0", 32 * MiB)
+    big.trim()
+    with Arena("2GiB", device="cuda:0", handle_size="32MiB") as a:
+        idle = device_used_bytes()
+        assert a.map(range(0, a.n_pages, 16)) == a.n_pages  # one page per handle backs all of them
+        assert a.stats()["map"]["pages"] == 64  # 64 handles of 32 MiB
+        grown = device_used_bytes()
+        t = a.torch("float32", (a.capacity // 4,))
+        t.fill_(1.0)
+        assert float(t.sum()) == a.capacity // 4
+        a.unmap_all()
+        big.trim()
+        shrunk = device_used_bytes()
+    assert grown - idle >= 2 * 1024 * MiB
+    assert grown - shrunk >= 2 * 1024 * MiB

@@ -20,7 +20,7 @@ def _pub(root, **kw):
 def test_roundtrip_of_every_field(root):
     with _pub(root, model="org/Model-1", name="p0", device="cuda:1", device_uuid="GPU-1234", limit=6 << 20,
               min=2 << 20) as pub:
-        rev = pub.update(mapped=4 << 20, used=2 << 20, retained=2 << 20, n_maps=5, n_unmaps=3,
+        rev = pub.update(mapped=4 << 20, used=2 << 20, retained=2 << 20, n_maps=5, n_unmaps=3, map_ns=123456789,
                          pages=np.array([registry.PageState.USED, registry.PageState.MAPPED, 0, 0], dtype=np.uint8))
         rec = registry.read("p0")  # default root is the fixture's
         assert (rec.name, rec.model, rec.device, rec.device_uuid) == ("p0", "org/Model-1", "cuda:1", "GPU-1234")
@@ -28,6 +28,7 @@ def test_roundtrip_of_every_field(root):
         assert (rec.capacity, rec.page_size, rec.mapped, rec.used, rec.retained) == \
             (8 << 20, 2 << 20, 4 << 20, 2 << 20, 2 << 20)
         assert (rec.limit, rec.min, rec.n_maps, rec.n_unmaps, rec.revision) == (6 << 20, 2 << 20, 5, 3, rev)
+        assert rec.map_ns == 123456789
         assert rec.control == registry.Control(6 << 20, 2 << 20, 0)
         assert list(rec.page_states()) == [2, 1, 0, 0]
         pub.update(used=0, limit=None, pages=[True, False])  # omitted fields stay; bools are states 1/0
@@ -214,7 +215,7 @@ def test_owner_killed_mid_write_is_reaped_not_waited_for(root):
 def test_layout_is_stable():
     # The identity prefix must never move: any kvlab version reaps by it.
     assert record.PREFIX.format == "<8sIIQQQ" and record.PREFIX.size == 40
-    assert (record.CTL_OFF, record.DATA_OFF, record.PAGES_OFF, record.VERSION) == (384, 512, 640, 1)
+    assert (record.CTL_OFF, record.DATA_OFF, record.PAGES_OFF, record.VERSION) == (384, 512, 640, 3)
 
 
 def test_a_tensor_parallel_pool_is_one_record_with_its_ranks(root):

@@ -43,6 +43,9 @@ class ElasticMHATokenToKVPool(MHATokenToKVPool):
             raise RuntimeError(f"kvlab elastic KV supports SGLang's NHD KV layout, not {self.kv_cache_layout!r}; "
                                "unset SGLANG_USE_HND_KVCACHE or turn elastic memory off")
         self.kvlab_settings = settings = pool_settings()
+        if settings.handle_bytes != settings.page_size:
+            raise RuntimeError("kvlab: KVLAB_HANDLE_SIZE (physical handles larger than pages) is a vLLM adapter "
+                               "setting; SGLang's elastic pool maps one handle per KVLAB_PAGE_SIZE page: unset it")
         item = self.store_dtype.itemsize
         self.kvlab_geometry = geo = MHAGeometry(
             layers=self.layer_num, slots=self.size + self.page_size, sgl_page=self.page_size,

@@ -8,6 +8,9 @@ smallest run of consecutive blocks whose bytes fill whole pages in each layer
 ``pages_per_chunk`` pages that no other chunk touches, so the scheduler can count memory in chunks
 and the workers can map exactly what the scheduler counted.
 
+``page_size`` here is the unit the driver maps, one physical handle (``ElasticSettings.handle_bytes``):
+a chunk never splits a handle, so it can be released whole. The arena's page map may be finer.
+
 That holds only when every layer's region starts on a page boundary, i.e. when the number of blocks
 is a multiple of K: workers round the KV memory they report to whole chunks to get there.
 

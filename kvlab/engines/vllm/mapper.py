@@ -4,8 +4,9 @@ vLLM allocates the KV cache inside its worker's memory-pool context for "kv_cach
 ``compat.KVAllocationHook``). The elastic worker returns ``allocation_context()`` there: a TorchFunctionMode that
 answers exactly the expected ``torch.zeros(n, dtype=int8)`` calls with views of one reserved,
 unmapped arena, so the buffer is never zero-filled and costs no memory until chunks are mapped.
-Pages are page-aligned per allocation; what vLLM then binds to its layers is read back by
-``layout.page_table``.
+Allocations are handle-aligned; what vLLM then binds to its layers is read back by ``layout.page_table``,
+in handle slots (the chunk arithmetic's unit, ``settings.handle_bytes``), which ``_pages`` turns into the
+arena's pages (``settings.page_size``, the page map's granularity).
 """
 
 from __future__ import annotations
@@ -59,13 +60,14 @@ class _ArenaAllocation(TorchFunctionMode):
 class WorkerMapper:
     def __init__(self, settings: ElasticSettings, kv_cache_config, device: torch.device, model_type: str = "?"):
         self.settings = settings
-        self.geometry = ChunkGeometry.from_kv_cache_config(kv_cache_config, settings.page_size, model_type)
+        handle = settings.handle_bytes
+        self.geometry = ChunkGeometry.from_kv_cache_config(kv_cache_config, handle, model_type)
         self.geometry.require_aligned()
-        page = settings.page_size
         self.pending = compat.kv_buffer_sizes(kv_cache_config)
-        capacity = sum(-(-n // page) * page for n in self.pending)
+        capacity = sum(-(-n // handle) * handle for n in self.pending)
         self.arena = Arena(capacity, device="cpu" if device.type == "cpu" else f"cuda:{device.index or 0}",
-                           page_size=page)
+                           page_size=settings.page_size, handle_size=handle)
+        self._page_offsets = np.arange(self.arena.pages_per_handle, dtype=np.int64)
         self._cursor = 0
         self.table: np.ndarray | None = None
         self.closed = False
@@ -86,7 +88,8 @@ class WorkerMapper:
     def take(self, n: int) -> torch.Tensor:
         self.pending.remove(n)
         t = self.arena.torch("int8", (n,), offset=self._cursor)
-        self._cursor += -(-n // self.settings.page_size) * self.settings.page_size
+        handle = self.settings.handle_bytes
+        self._cursor += -(-n // handle) * handle
         return t
 
     def bind(self, kv_caches, engine_id: str) -> None:
@@ -94,6 +97,7 @@ class WorkerMapper:
         if self.pending:
             raise RuntimeError(f"kvlab: vLLM did not allocate its KV cache through torch.zeros as expected "
                                f"({len(self.pending)} allocation(s) missing); this vLLM build is not supported")
+        # In handle slots: the geometry's unit is the handle.
         self.table = page_table(list(kv_caches), self.arena.base, self.arena.capacity, self.geometry)
         self._map((0,))
         with _local_lock:
@@ -136,7 +140,10 @@ class WorkerMapper:
 
     # -- plans -------------------------------------------------------------------------------------
     def _pages(self, chunks) -> np.ndarray:
-        return np.sort(self.table[np.asarray(chunks, dtype=np.int64)].ravel())
+        """The arena pages of ``chunks``: every page of each of their handles."""
+        slots = self.table[np.asarray(chunks, dtype=np.int64)].ravel()
+        per = self.arena.pages_per_handle
+        return np.sort((slots[:, None] * per + self._page_offsets).ravel()) if per > 1 else np.sort(slots)
 
     def _map(self, chunks) -> None:
         try:
@@ -219,7 +226,8 @@ class WorkerMapper:
              "pid": os.getpid(), "device": str(self.arena.device), "chunk_bytes": self.geometry.chunk_bytes,
              "chunks": self.geometry.num_chunks, "plans_applied": self.plans_applied,
              "chunks_mapped": self.chunks_mapped, "chunks_unmapped": self.chunks_unmapped,
-             "peak_mapped_bytes": self.peak_mapped_bytes, **self._chunk_states()}
+             "peak_mapped_bytes": self.peak_mapped_bytes, "handle_size": self.arena.handle_size,
+             "map_ns": self.arena.stats()["map"]["total_ns"], **self._chunk_states()}
         if self.is_cuda:
             dev = self.arena.device.index
             s["torch_allocated"] = torch.cuda.memory_allocated(dev)

@@ -51,8 +51,8 @@ def make_elastic(vllm_config, settings: ElasticSettings) -> None:
     parallel.worker_cls = WORKERS[device]
     sched.scheduler_cls = SCHEDULERS[bool(getattr(sched, "async_scheduling", False))]
     carry(vllm_config, settings)
-    logger.info("kvlab: elastic KV memory on (%s model runner, page %d KiB, limit %s, reserve %d MiB)",
-                runner.upper(), settings.page_size >> 10,
+    logger.info("kvlab: elastic KV memory on (%s model runner, page %d KiB, handle %d KiB, limit %s, reserve %d MiB)",
+                runner.upper(), settings.page_size >> 10, settings.handle_bytes >> 10,
                 "none" if settings.limit is None else f"{settings.limit >> 20} MiB", settings.reserve >> 20)
 
 

@@ -11,7 +11,8 @@ chunk is one chunk on every rank), ``ranks`` says over how many workers they are
   engine has been idle for ``idle_release`` seconds, and chunks waiting out ``release_delay``);
   ``limit`` = the limit enforced now (the asked-for limit in whole chunks, raised to one max-length
   request when it is lower); ``min`` = the guarantee in force; ``n_maps``/``n_unmaps`` = pages
-  mapped/unmapped so far.
+  mapped/unmapped so far; ``map_ns`` = time the workers in this process spent in ``Arena.map`` so far (a
+  step late: workers map after the plan is published; 0 where the workers live in other processes).
 * Page map: the record's ``page_size`` is the engine's mapping page (KVLAB_PAGE_SIZE). Chunk ``c`` is
   shown as pages ``[c*P, (c+1)*P)`` with ``P = chunk_bytes / page_size``, in chunk order (a chunk's real
   pages are spread over the layers' regions): all ``UNMAPPED`` when the chunk is unmapped, else its
@@ -50,7 +51,7 @@ def served_model(vllm_config) -> str:
 class PoolRecord:
     def __init__(self, planner: ChunkPlanner, *, model: str, page_size: int, name: str, device: str,
                  device_uuid: str, limit: int | None, minimum: int, min_period: float = 1 / MAX_RATE,
-                 held_per_group=None, ranks: int = 1):
+                 held_per_group=None, ranks: int = 1, map_ns=lambda: 0):
         import os
 
         self.planner = planner
@@ -70,6 +71,7 @@ class PoolRecord:
         self.limit, self.min = limit, minimum
         self.control_seen = 0     # control revision applied
         self.n_maps = self.n_unmaps = 0
+        self.map_ns = map_ns  # callable: the mappers' total map time, read at each publication
         self.min_period = min_period
         self._last = 0.0
         self._last_used = -1
@@ -131,7 +133,8 @@ class PoolRecord:
         retained = planner.retained_chunks() * planner.chunk_bytes
         self.publisher.update(mapped=planner.n_mapped * planner.chunk_bytes, used=used_blocks * self.block_bytes,
                               retained=retained, limit=self.limit, min=self.min, n_maps=self.n_maps,
-                              n_unmaps=self.n_unmaps, control_ack=self.control_seen, pages=self.pages())
+                              n_unmaps=self.n_unmaps, control_ack=self.control_seen, map_ns=self.map_ns(),
+                              pages=self.pages())
 
     def heartbeat(self) -> None:
         self.publisher.heartbeat()

@@ -63,6 +63,11 @@ def _budget_chunks(limit: int | None, geo: ChunkGeometry, vllm_config, kv_cache_
     return min(budget, geo.num_chunks)
 
 
+def _local_map_ns(engine_id: str) -> int:
+    """Time this engine's in-process workers spent mapping (0 in the scheduler of a multi-process engine)."""
+    return max((w.arena.stats()["map"]["total_ns"] for w in mapper.local_workers(engine_id)), default=0)
+
+
 class ElasticSchedulerMixin:
     """Installs the elastic free queue, attaches each step's page plan to its SchedulerOutput, publishes
     the pool's registry record and obeys its control block."""
@@ -70,7 +75,7 @@ class ElasticSchedulerMixin:
     def __init__(self, vllm_config, kv_cache_config, *args, **kwargs):
         super().__init__(vllm_config, kv_cache_config, *args, **kwargs)
         self.kvlab_settings = from_vllm_config(vllm_config)
-        geo = ChunkGeometry.from_kv_cache_config(kv_cache_config, self.kvlab_settings.page_size,
+        geo = ChunkGeometry.from_kv_cache_config(kv_cache_config, self.kvlab_settings.handle_bytes,
                                                  compat.model_type(vllm_config))
         geo.require_aligned()
         self.kvlab_geometry = geo
@@ -114,7 +119,8 @@ class ElasticSchedulerMixin:
             held = functools.partial(_held_per_group, weakref.ref(self)) if geo.num_groups > 1 else None
             self.kvlab_pool = PoolRecord(planner, model=served_model(vllm_config), page_size=s.page_size,
                                          name=s.pool_name, device=device, device_uuid=uuid, limit=limit,
-                                         minimum=s.min, held_per_group=held, ranks=self.kvlab_ranks)
+                                         minimum=s.min, held_per_group=held, ranks=self.kvlab_ranks,
+                                         map_ns=lambda: _local_map_ns(s.engine_id))
         except RecordExists:
             raise RecordExists(f"kvlab: pool name {s.pool_name!r} (KVLAB_POOL_NAME) is taken by another live "
                                f"engine; give each engine its own name, or leave it unset for a unique one") from None

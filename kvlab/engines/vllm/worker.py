@@ -55,7 +55,7 @@ class ElasticWorkerMixin(compat.KVAllocationHook):
         groups = compat.kv_cache_groups(self.vllm_config, self.get_kv_cache_spec())
         block_bytes, slots = block_layout(groups, compat.model_type(self.vllm_config))
         capacity = self._kvlab_capacity()
-        return ChunkGeometry.round_memory(capacity, block_bytes, slots, settings.page_size)
+        return ChunkGeometry.round_memory(capacity, block_bytes, slots, settings.handle_bytes)
 
     def _kvlab_kv_allocation_context(self):
         if self.kvlab_mapper is not None and self.kvlab_mapper.table is None:
