@@ -29,12 +29,14 @@ def test_version_gate_names_the_supported_range():
 
 def test_version_gate_asks_before_running_an_unchecked_pair():
     # Implemented against vLLM's source, not yet run end to end (versions.CHECKED): refused unless asked.
-    for version, device, runner in [("0.33.0", "cuda", "v2"), ("0.33.0", "cuda", None), ("0.26.0", "cuda", "v2")]:
+    for version, device, runner in [("0.33.0", "cuda", "v2"), ("0.30.0", "cuda", None), ("0.26.0", "cuda", "v2")]:
         assert status(version, device, runner or "v2") == "unchecked"
         with pytest.raises(UnsupportedVLLM, match="not yet checked end to end.*KVLAB_VLLM_UNCHECKED=1"):
             check(version, device, runner)
         assert check(version, device, runner, allow_unchecked=True) == release(version)
     assert status("0.24.0", "cuda", "v1") == "checked" and status("0.24.0", "cpu", "v1") == "unsupported"
+    # 0.33.0 ran end to end with the V1 runner (H100, 2026-12-06): the runner-less pre-check lets it through.
+    assert status("0.33.0", "cuda", "v1") == "checked" and check("0.33.0", "cuda", None) == release("0.33.0")
 
 
 def test_default_runner_follows_vllms_rule_and_its_switch():
