@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ._shapes import dimensions, special_tokens
+
 
 @dataclass(frozen=True)
 class Gemma3Shape:
@@ -62,17 +64,8 @@ def hf_config(shape: Gemma3Shape, eos_id: int, pad_id: int) -> dict:
     return {
         "architectures": ["Gemma3ForCausalLM"],
         "model_type": "gemma3_text",
-        "hidden_size": shape.hidden_size,
-        "intermediate_size": shape.intermediate_size,
-        "num_hidden_layers": shape.num_hidden_layers,
-        "num_attention_heads": shape.num_attention_heads,
-        "num_key_value_heads": shape.num_key_value_heads,
-        "head_dim": shape.head_dim,
-        "vocab_size": shape.vocab_size,
-        "max_position_embeddings": shape.max_position_embeddings,
-        "rope_theta": shape.rope_theta,
-        "rope_local_base_freq": shape.rope_local_base_freq,
-        "rms_norm_eps": shape.rms_norm_eps,
+        **dimensions(shape, "head_dim", "max_position_embeddings", "rope_theta", "rope_local_base_freq",
+                     "rms_norm_eps"),
         "sliding_window": shape.sliding_window,
         "sliding_window_pattern": shape.sliding_window_pattern,
         "layer_types": shape.layer_types,
@@ -84,12 +77,7 @@ def hf_config(shape: Gemma3Shape, eos_id: int, pad_id: int) -> dict:
         "attn_logit_softcapping": None,
         "initializer_range": shape.init_std,
         "tie_word_embeddings": True,
-        "use_cache": True,
-        "bos_token_id": pad_id,
-        "eos_token_id": eos_id,
-        "pad_token_id": pad_id,
-        "torch_dtype": "bfloat16",
-        "dtype": "bfloat16",
+        **special_tokens(eos_id, pad_id),
         "transformers_version": "4.50.0",
     }
 

@@ -19,19 +19,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import _tokenizer
+from ._shapes import Dimensions
 from .synthetic import _cache_root
 
 _MARKER = "kvlab_dummy.json"
 
 
 @dataclass(frozen=True)
-class LlamaShape:
-    hidden_size: int
-    intermediate_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    num_key_value_heads: int
-    vocab_size: int
+class LlamaShape(Dimensions):
     head_dim: int
     max_position_embeddings: int = 131072
     rope_theta: float = 500_000.0

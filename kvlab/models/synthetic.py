@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import _gemma3, _tokenizer, _weights
+from ._shapes import Dimensions, dimensions, special_tokens
 
 # Bump when the bytes written for an unchanged (arch, size, seed) change.
 GENERATOR_VERSION = 2
@@ -26,13 +27,7 @@ _MARKER = "kvlab_synthetic.json"
 
 
 @dataclass(frozen=True)
-class Qwen2Shape:
-    hidden_size: int
-    intermediate_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    num_key_value_heads: int
-    vocab_size: int
+class Qwen2Shape(Dimensions):
     max_position_embeddings: int = 32768
     rope_theta: float = 1_000_000.0
     rms_norm_eps: float = 1e-6
@@ -88,15 +83,7 @@ def _hf_config(shape: Qwen2Shape, eos_id: int, pad_id: int) -> dict:
     return {
         "architectures": ["Qwen2ForCausalLM"],
         "model_type": "qwen2",
-        "hidden_size": shape.hidden_size,
-        "intermediate_size": shape.intermediate_size,
-        "num_hidden_layers": shape.num_hidden_layers,
-        "num_attention_heads": shape.num_attention_heads,
-        "num_key_value_heads": shape.num_key_value_heads,
-        "vocab_size": shape.vocab_size,
-        "max_position_embeddings": shape.max_position_embeddings,
-        "rope_theta": shape.rope_theta,
-        "rms_norm_eps": shape.rms_norm_eps,
+        **dimensions(shape, "max_position_embeddings", "rope_theta", "rms_norm_eps"),
         "tie_word_embeddings": shape.tie_word_embeddings,
         "hidden_act": "silu",
         "attention_dropout": 0.0,
@@ -104,12 +91,7 @@ def _hf_config(shape: Qwen2Shape, eos_id: int, pad_id: int) -> dict:
         "use_sliding_window": False,
         "sliding_window": None,
         "max_window_layers": shape.num_hidden_layers,
-        "use_cache": True,
-        "bos_token_id": pad_id,
-        "eos_token_id": eos_id,
-        "pad_token_id": pad_id,
-        "torch_dtype": "bfloat16",
-        "dtype": "bfloat16",
+        **special_tokens(eos_id, pad_id),
         # Without it, transformers 5 suspects a Mistral tokenizer and warns about its regex.
         "transformers_version": "4.45.0",
     }
