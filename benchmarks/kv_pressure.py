@@ -114,9 +114,11 @@ def _servers(args, system: str, model) -> list:
         if system == "kvcached":
             env["KVCACHED_GPU_UTILIZATION"] = str(args.util)
     if system == "kvlab":
-        env["KVLAB_HANDLE_SIZE"] = args.handle_size
-        if args.cpu_smoke:  # chunks of 4 blocks and no reserve, so that each tiny burst grows the pool
-            env.update(KVLAB_PAGE_SIZE="64KiB", KVLAB_RESERVE="0")
+        from kvlab.settings import ElasticSettings
+
+        # On the CPU: chunks of 4 blocks and no reserve, so that each tiny burst grows the pool.
+        small = dict(page_size="64KiB", reserve=0) if args.cpu_smoke else {}
+        kw["elastic"] = ElasticSettings(handle_size=args.handle_size, **small)
     return [Server(model, memory=MEMORY[system], served_model_name=f"m{i}", name=f"m{i}", env=env, **kw)
             for i in range(args.models)]
 
