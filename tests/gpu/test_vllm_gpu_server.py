@@ -163,8 +163,9 @@ def test_gpu_server_with_chunk_handles_is_identical_and_counts_map_time(tiny_mod
     from kvlab.lab import Server
 
     expected, _held = static_tokens
-    env = {"KVLAB_HANDLE_SIZE": "8MiB", "KVLAB_RESERVE": "0", "KVLAB_REGISTRY_DIR": root}
-    with Server(tiny_model, memory="elastic", env=env, **COMMON, **MODES["eager"]) as s:
+    elastic = ElasticSettings(handle_size="8MiB", reserve=0)
+    with Server(tiny_model, memory="elastic", elastic=elastic, env={"KVLAB_REGISTRY_DIR": root},
+                **COMMON, **MODES["eager"]) as s:
         assert _tokens(s) == expected
         before = registry.read(s.pool_name, root)
         with peak_mapped(s.pool_name, root) as peak:
