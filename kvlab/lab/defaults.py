@@ -56,8 +56,10 @@ class Load:
 
 # KV bytes per token: the tiny model ~2 KiB, Qwen2.5-0.5B ~12 KiB. A CPU burst of 16 x 1536 tokens
 # needs ~50 MiB of KV, above the engine's 32 MiB reserve, so every burst grows and shrinks; ~3 s on 2 cores.
+# The peak lasts while all 16 requests decode: 32 tokens keep it on for several 0.2 s telemetry samples
+# (with 16 a busy 2-core runner sampled it once or missed it, and the burst looked one chunk smaller).
 CPU_LOAD = Load(n_bursts=3, burst_size=16, prompt_len=1536, max_tokens=32, pause=4.0, rounds=2)
-CPU_QUICK = Load(n_bursts=2, burst_size=16, prompt_len=1536, max_tokens=16, pause=2.0, rounds=1,
+CPU_QUICK = Load(n_bursts=2, burst_size=16, prompt_len=1536, max_tokens=32, pause=2.0, rounds=1,
                  idle_before=2.0, idle_after=3.0)
 GPU_LOAD = Load(n_bursts=4, burst_size=64, prompt_len=2048, max_tokens=128, pause=6.0, rounds=3)
 GPU_QUICK = Load(n_bursts=2, burst_size=32, prompt_len=1024, max_tokens=32, pause=2.0, rounds=1,

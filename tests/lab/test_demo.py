@@ -22,6 +22,9 @@ from kvlab.lab.process import group_pids  # noqa: E402
 from kvlab.registry import list_records  # noqa: E402
 
 MiB = 1 << 20
+# The tiny model's chunk (a 2 MiB page in each of its 4 layers' KV tensors): "shrinks" means at least one chunk unmapped. After a
+# burst the engine keeps its 32 MiB reserve mapped, so a burst that peaked one chunk above it drops by one.
+CHUNK_MiB = 8
 
 
 @pytest.fixture(scope="module")
@@ -69,14 +72,14 @@ def test_elastic_idle_well_below_static_and_flexes(demo):
     assert el["idle MiB"] < st["idle MiB"] - 256, s[["idle MiB", "peak MiB"]]
     assert np.isnan(st["KV idle MiB"])  # stock vLLM has no kvlab pool
     assert el["KV peak MiB"] >= el["KV idle MiB"] + 16, s.filter(like="KV")
-    assert el["KV after MiB"] < el["KV peak MiB"] - 8
+    assert el["KV after MiB"] <= el["KV peak MiB"] - CHUNK_MiB
     kv = _kv(r, "elastic", s.loc["elastic", "server"])
     bursts = r.events[(r.events.setup == "elastic") & r.events.label.str.startswith("burst")]["t"].tolist()
     assert len(bursts) == 2
     for t in bursts:  # up in each burst, down in the pause that follows (pause 2 s, release delay 1 s)
         during = kv[(kv.t >= t) & (kv.t < t + 1.5)]["value"].max()
         assert during >= kv[kv.t < bursts[0]]["value"].median() + 16 * MiB
-    assert kv["value"].iloc[-1] < kv["value"].max() - 8 * MiB
+    assert kv["value"].iloc[-1] <= kv["value"].max() - CHUNK_MiB * MiB
     for col in ("TTFT p50 ms", "e2e p99 ms", "output tok/s", "req/s"):
         assert (s[col] > 0).all(), col
     assert "RSS" in s["memory source"].iloc[0] and "registry" in r.summary().attrs["sources"]["KV * MiB"]
@@ -100,7 +103,7 @@ def test_each_model_grows_while_driven_and_shrinks_after(demo):
         assert mine.max() >= idle + 16 * MiB, f"{driven} did not grow while driven"
         theirs = kv[other][(kv[other].t >= lo) & (kv[other].t < hi)]["value"]
         assert theirs.max() < mine.max() - 8 * MiB, f"{other} grew while {driven} was driven"
-        assert kv[driven]["value"].iloc[-1] < mine.max() - 8 * MiB, f"{driven} did not shrink after"
+        assert kv[driven]["value"].iloc[-1] <= mine.max() - CHUNK_MiB * MiB, f"{driven} did not shrink after"
 
 
 def test_nothing_left_behind(demo):
