@@ -21,7 +21,7 @@ PRIVATE = {
     "init_snapshot", "requested_memory", "requested_cpu_memory", "_should_warm_up_model", "warming_up_model",
     "input_queue", "kv_cache_manager", "block_pool", "free_block_queue", "model_runner", "kv_caches",
     "kv_cache_tensors", "layer_stride", "block_stride", "_getframe", "f_locals", "f_back",
-    "reset_buffer_cache",
+    "reset_buffer_cache", "penalties_state", "_new_penalties_reqs", "req_id_to_index",
 }
 
 LOGGER = "vllm.kvlab"  # kvlab's logger sits under vLLM's, so vLLM's handlers print it: a name, not an internal

