@@ -6,8 +6,8 @@
 Per device: its memory (NVML on NVIDIA GPUs; MemTotal/MemAvailable for the host) and its pools, each
 with a bar (used, partly used chunks' free blocks, retained free chunks, and the rest up to its limit),
 mapped/limit/min, a compact page map (each cell the busiest state of its pages: used, mapped,
-unmapped) and map/unmap rates in pages per second. Reads only the registry and NVML: it never imports
-torch and never creates a CUDA context, so it is safe next to running engines.
+unmapped) and map/unmap rates in pages per second. The samples come from kvlab.pools.PoolSampler (the
+registry and NVML only: safe next to running engines).
 """
 
 from __future__ import annotations
@@ -20,10 +20,8 @@ import time
 
 import numpy as np
 
-from kvlab import limits
-from kvlab.meminfo import host_memory
-from kvlab.nvml import Nvml
-from kvlab.registry import PageState, Record, RegistryError
+from kvlab.pools import PoolSampler
+from kvlab.registry import PageState, RegistryError
 from kvlab.registry.names import short_model
 from kvlab.units import format_size
 
@@ -40,77 +38,10 @@ def add_parser(sub) -> None:
                                                  "event stream (remote machines too)")
 
 
-# ---- devices: NVML and /proc, never torch ---------------------------------------------------------------
-
-class Devices:
-    def __init__(self):
-        self._nv = Nvml.open()  # None without nvidia-ml-py, a driver or a GPU: the host is still shown
-
-    def sample(self) -> dict[str, dict]:
-        out = {"cpu": _host()}
-        for i in range(len(self._nv) if self._nv is not None else 0):
-            try:
-                reading = self._nv.memory(i)
-                out[f"cuda:{i}"] = {"total": reading.total, "used": reading.used, "source": "nvml",
-                                    "uuid": self._nv.uuid(i), "name": self._nv.name(i)}
-            except Exception:  # a device that fell off the bus: show the others
-                continue
-        return out
-
-    def close(self) -> None:
-        if self._nv is not None:
-            self._nv.close()
-
-
-def _host() -> dict:
-    reading = host_memory()
-    return {"total": reading.total, "used": reading.used, "source": "meminfo", "name": "host"}
-
-
-def _device_of(rec: Record, devices: dict[str, dict]) -> str:
-    if rec.device_uuid:
-        for key, d in devices.items():
-            if d.get("uuid") == rec.device_uuid:
-                return key
-    return rec.device or "cpu"
-
-
-# ---- samples ------------------------------------------------------------------------------------------
-
-class TopSampler:
-    """Samples the registry and the devices; map/unmap rates from the previous sample of each pool."""
-
-    def __init__(self):
-        self.devices = Devices()
-        self._prev: dict[str, tuple[float, int, int, int]] = {}
-
-    def sample(self) -> dict:
-        now = time.monotonic()
-        devices = self.devices.sample()
-        pools = []
-        seen = {}
-        for rec in limits.list_pools():
-            d = rec.as_dict()
-            d["device_key"] = _device_of(rec, devices)
-            d["heartbeat_age"] = rec.heartbeat_age
-            prev = self._prev.get(rec.name)
-            if prev is not None and prev[3] == rec.start_ticks and now > prev[0]:
-                dt = now - prev[0]
-                d["map_rate"] = (rec.n_maps - prev[1]) / dt
-                d["unmap_rate"] = (rec.n_unmaps - prev[2]) / dt
-            else:
-                d["map_rate"] = d["unmap_rate"] = None
-            seen[rec.name] = (now, rec.n_maps, rec.n_unmaps, rec.start_ticks)
-            pools.append(d)
-        self._prev = seen
-        return {"time": time.time(), "devices": devices, "pools": pools}
-
-    def close(self) -> None:
-        self.devices.close()
 
 
 class Remote:
-    """The samples of a `kvlab serve` endpoint's ``/kvlab/events`` stream (same shape as TopSampler's)."""
+    """The samples of a `kvlab serve` endpoint's ``/kvlab/events`` stream (same shape as PoolSampler's)."""
 
     def __init__(self, url: str, interval: float):
         import httpx
@@ -236,7 +167,7 @@ def main(args: argparse.Namespace) -> int:
         print("kvlab top: --interval and --map-width must be positive", file=sys.stderr)
         return 2
     try:
-        sampler = Remote(args.url, args.interval) if args.url else TopSampler()
+        sampler = Remote(args.url, args.interval) if args.url else PoolSampler()
     except Exception as e:  # httpx's errors: no endpoint there
         if not args.url:
             raise

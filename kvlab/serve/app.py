@@ -25,7 +25,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from kvlab import limits, units
-from kvlab.cli.top import TopSampler
+from kvlab.pools import PoolSampler
 
 from .config import ServeConfig
 from .router import Router, UnknownModel
@@ -118,7 +118,7 @@ def create_app(config: ServeConfig, log_dir=None) -> FastAPI:
     for path in PROXIED:
         app.add_api_route(path, proxy, methods=["POST"], dependencies=[Depends(check_token)])
 
-    sampler, sampling = TopSampler(), threading.Lock()  # kvlab top's: devices, pools and map/unmap rates
+    sampler, sampling = PoolSampler(), threading.Lock()  # kvlab top's: devices, pools and map/unmap rates
 
     def sample() -> dict:
         """kvlab top's snapshot of this fleet's pools (so `kvlab top --url` renders it), plus the models."""

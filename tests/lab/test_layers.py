@@ -29,11 +29,24 @@ def test_the_lab_imports_with_the_widget_stack_blocked():
     assert out.stdout.strip() == "[]"
 
 
-def test_no_lab_module_imports_the_views():
-    offenders = []
-    for path in sorted(LAB.glob("*.py")):
+def _imports(paths, package: str) -> list[str]:
+    """Each absolute import of ``package`` (or a module under it) in ``paths``, as "file: module"."""
+    found = []
+    for path in sorted(paths):
         for node in ast.walk(ast.parse(path.read_text())):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
-            offenders += [f"{path.name}: {n}" for n in names if n == "kvlab.views" or n.startswith("kvlab.views.")]
-    assert offenders == []
+            found += [f"{path.name}: {n}" for n in names if n == package or n.startswith(package + ".")]
+    return found
+
+
+def test_no_lab_module_imports_the_views():
+    assert _imports(LAB.glob("*.py"), "kvlab.views") == []
+
+
+def test_only_the_command_line_imports_the_command_line():
+    """`kvlab top`'s sampler lives in kvlab.pools, so kvlab serve (and anything else) need not import a CLI."""
+    package = LAB.parent
+    modules = [p for p in package.rglob("*.py") if "cli" not in p.relative_to(package).parts]
+    assert len(modules) > 50
+    assert _imports(modules, "kvlab.cli") == []
