@@ -15,7 +15,8 @@ Each mode runs in its own process (clean NVML numbers), an in-process engine, ea
    mapped KV approaches what its full-attention layers alone hold.
 
 Dummy weights are tiny uniform values, so outputs may repeat one token: ``distinct_outputs`` says how
-informative the identity is (``--random-weights`` writes seeded random weights instead, ~2 GB for 1b). Needs a supported GPU vLLM (0.24-0.26) and nvidia-ml-py.
+informative the identity is (``--random-weights`` writes seeded random weights instead, ~2 GB for 1b).
+Needs a supported GPU vLLM (kvlab.engines.vllm.versions) and nvidia-ml-py.
 """
 
 from __future__ import annotations
@@ -23,11 +24,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
-import re
-import subprocess
-import sys
 import time
+
+from gpu_runs import gpu_names, gpu_slug, random_prompts, report, run_children, used_bytes
 
 LENGTHS = [6000, 4000, 2500] + [64 + 130 * i for i in range(21)]
 MAX_TOKENS = 32
@@ -35,20 +34,11 @@ LONG_PROMPT, LONG_TOKENS = 7000, 128
 
 
 def _vram() -> int:
-    from kvlab.nvml import Nvml
-
-    nv = Nvml.open()
-    if nv is None:
-        raise SystemExit("hybrid_gpu needs an NVIDIA GPU and nvidia-ml-py (NVML)")
-    try:
-        return nv.memory(int(os.environ.get("KVLAB_GPU", "0")))[1]
-    finally:
-        nv.close()
+    return used_bytes(1, "hybrid_gpu")[0]
 
 
 def _prompts(lengths, vocab, seed=0):
-    rng = random.Random(seed)
-    return [{"prompt_token_ids": [rng.randrange(10, vocab - 10) for _ in range(n)]} for n in lengths]
+    return random_prompts(lengths, high=vocab - 10, seed=seed)
 
 
 def _long_request(llm, vocab, elastic: bool) -> dict:
@@ -79,8 +69,8 @@ def _child(mode: str, model: str, util: float, dummy: bool = True) -> dict:
     kv.register()
     before = _vram()
     t0 = time.perf_counter()
-    llm = LLM(model=model, load_format="dummy" if dummy else "auto", dtype="bfloat16", enforce_eager=True, gpu_memory_utilization=util,
-              distributed_executor_backend="uni", max_model_len=8192, seed=0,
+    llm = LLM(model=model, load_format="dummy" if dummy else "auto", dtype="bfloat16", enforce_eager=True,
+              gpu_memory_utilization=util, distributed_executor_backend="uni", max_model_len=8192, seed=0,
               additional_config={"kvlab": {"elastic": mode == "elastic", "reserve": 0, "release_delay": 0.5}})
     started = time.perf_counter() - t0
     time.sleep(1)
@@ -136,11 +126,6 @@ def summarize(runs: dict, shape: str, gpu: str, util: float, random_weights: boo
     return summary
 
 
-def _gpu_slug(name: str) -> str:
-    m = re.search(r"(H100|H200|A100|L40S?|B200|GH200|A10G?|L4)", name, re.I)
-    return m.group(1).lower() if m else re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "gpu"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shape", default="gemma-3-1b", help="kvlab.models.SIZES['gemma3'] entry")
@@ -152,29 +137,20 @@ def main() -> None:
     ap.add_argument("--model")
     args = ap.parse_args()
     if args.child:
-        print("RESULT " + json.dumps(_child(args.child, args.model, args.util, not args.random_weights)), flush=True)
+        report(_child(args.child, args.model, args.util, not args.random_weights))
         return
     from kvlab.models import synthetic
     from kvlab.results import write_json_atomic
     from kvlab.sysinfo import environment
 
     model = str(synthetic("gemma3", args.shape, weights=args.random_weights))
-    gpu = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
-                         capture_output=True, text=True).stdout.strip()
-    runs = {}
-    for mode in ("static", "elastic"):
-        cmd = [sys.executable, __file__, "--child", mode, "--model", model, "--util", str(args.util)]
-        cmd += ["--random-weights"] if args.random_weights else []
-        p = subprocess.run(cmd, capture_output=True, text=True)
-        lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
-        if p.returncode or not lines:
-            print(p.stdout[-3000:], p.stderr[-6000:], sep="\n")
-            raise SystemExit(f"{mode} run failed ({p.returncode})")
-        runs[mode] = json.loads(lines[-1][7:])
+    gpu = (gpu_names() or [""])[0]
+    runs = run_children(__file__, ("static", "elastic"), lambda mode: ["--model", model, "--util", str(args.util)]
+                        + (["--random-weights"] if args.random_weights else []))
     summary = summarize(runs, args.shape, gpu, args.util, args.random_weights)
     summary["system_info"] = environment()
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                                   f"hybrid_gpu_{_gpu_slug(gpu)}.json")
+                                   f"hybrid_gpu_{gpu_slug(gpu)}.json")
     write_json_atomic(out, summary)
     print(json.dumps({k: v for k, v in summary.items() if k not in ("runs", "system_info")}, indent=2))
 

@@ -6,8 +6,8 @@
 Each mode runs in its own process (clean NVML numbers): an in-process vLLM engine over kvlab's
 random-weight Qwen2.5-0.5B-shaped model, a batch of 32 greedy requests (prompts of 64-6000 tokens,
 32 output tokens each, ignore_eos), VRAM sampled before the engine, at idle after start, right after
-the burst and once the idle grace has ended (``--grace`` seconds, KVLAB_IDLE_RELEASE; then the reserve
-and the sampler's workspace go too). Needs a supported GPU vLLM (0.24-0.33; an unchecked vLLM x model
+the burst and once the idle grace has ended (``--grace`` seconds, the elastic engine's ``idle_release``;
+then the reserve and the sampler's workspace go too). Needs a supported GPU vLLM (0.24-0.33; an unchecked vLLM x model
 runner pair with KVLAB_VLLM_UNCHECKED=1) and nvidia-ml-py.
 
 ``--modes eager,default`` runs both engines once per mode: ``eager`` (enforce_eager) and ``default``
@@ -30,25 +30,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
-import subprocess
-import sys
 import time
+
+from kvlab.results import write_json_atomic
+
+from gpu_runs import gpu_names, random_prompts, report, run_children, used_bytes
 
 LENGTHS = [6000, 4500, 3000] + [64 + 97 * i for i in range(29)]
 MAX_TOKENS = 32
 
 
 def _vram() -> int:
-    from kvlab.nvml import Nvml
-
-    nv = Nvml.open()
-    if nv is None:
-        raise SystemExit("vllm_elastic_gpu needs an NVIDIA GPU and nvidia-ml-py (NVML)")
-    try:
-        return nv.memory(int(os.environ.get("KVLAB_GPU", "0")))[1]
-    finally:
-        nv.close()
+    return used_bytes(1, "vllm_elastic_gpu")[0]
 
 
 def _frame(frames) -> str:
@@ -95,16 +88,14 @@ def _child(mode: str, model: str, util: float, grace: float, breakdown: bool = F
     t0 = time.perf_counter()
     llm = LLM(model=model, dtype="bfloat16", enforce_eager=eager, gpu_memory_utilization=util,
               distributed_executor_backend="uni", max_model_len=8192, seed=0,
-              additional_config={"kvlab": {"elastic": mode == "elastic"}})
+              additional_config={"kvlab": {"elastic": mode == "elastic", "idle_release": grace}})
     started = time.perf_counter() - t0
     time.sleep(1)
     idle = _vram()
     idle_breakdown = _idle_breakdown() if breakdown else None
-    rng = random.Random(0)
-    prompts = [{"prompt_token_ids": [rng.randrange(10, 150000) for _ in range(n)]} for n in LENGTHS]
     sp = SamplingParams(temperature=0, max_tokens=MAX_TOKENS, ignore_eos=True)
     t0 = time.perf_counter()
-    outs = llm.generate(prompts, sp, use_tqdm=False)
+    outs = llm.generate(random_prompts(LENGTHS), sp, use_tqdm=False)
     burst_s = time.perf_counter() - t0
     after = _vram()
     time.sleep(grace + 2)  # the watcher releases the reserve when the grace ends: give it a moment
@@ -129,13 +120,12 @@ def main() -> None:
     ap.add_argument("--child", choices=["static", "elastic"])
     ap.add_argument("--model")
     ap.add_argument("--breakdown", action="store_true", help="what torch holds at idle, by allocating line")
-    ap.add_argument("--grace", type=float, default=2.0, help="KVLAB_IDLE_RELEASE of the elastic runs (seconds)")
+    ap.add_argument("--grace", type=float, default=2.0, help="idle_release of the elastic runs (seconds)")
     ap.add_argument("--expandable", action="store_true", help="also run elastic with expandable segments")
     args = ap.parse_args()
     if args.child:
         breakdown = args.breakdown and args.child == "elastic"
-        result = _child(args.child, args.model, args.util, args.grace, breakdown, eager=bool(args.eager))
-        print("RESULT " + json.dumps(result), flush=True)
+        report(_child(args.child, args.model, args.util, args.grace, breakdown, eager=bool(args.eager)))
         return
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if not modes or set(modes) - {"eager", "default"}:
@@ -144,8 +134,7 @@ def main() -> None:
 
     model = str(synthetic("qwen2", "qwen2.5-0.5b"))
     weights = os.path.getsize(os.path.join(model, "model.safetensors"))
-    gpu = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
-                         capture_output=True, text=True).stdout.strip()
+    gpu = (gpu_names() or [""])[0]
     by_mode = {m: _runs(model, args, eager=m == "eager") for m in modes}
     if args.current:
         _save_current(by_mode, gpu, weights, args)
@@ -154,22 +143,12 @@ def main() -> None:
 
 
 def _runs(model: str, args, eager: bool) -> dict:
-    runs = {}
     setups = {"static": {}, "elastic": {}}
     if args.expandable:
         setups["elastic-expandable"] = {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}
-    for name, env in setups.items():
-        mode = name.split("-")[0]
-        cmd = [sys.executable, __file__, "--child", mode, "--model", model, "--util", str(args.util),
-               "--grace", str(args.grace), "--eager", str(int(eager))] + (["--breakdown"] if args.breakdown else [])
-        p = subprocess.run(cmd, capture_output=True, text=True,
-                           env=dict(os.environ, KVLAB_IDLE_RELEASE=str(args.grace), **env))
-        lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
-        if p.returncode or not lines:
-            print(p.stdout[-3000:], p.stderr[-6000:], sep="\n")
-            raise SystemExit(f"{name} run failed ({p.returncode})")
-        runs[name] = json.loads(lines[-1][7:])
-    return runs
+    return run_children(__file__, setups, lambda name: [
+        "--model", model, "--util", str(args.util), "--grace", str(args.grace), "--eager", str(int(eager))]
+        + (["--breakdown"] if args.breakdown else []), env_of=setups.get)
 
 
 def _idle_mib(runs: dict) -> dict:
@@ -215,8 +194,7 @@ def _save_current(by_mode: dict, gpu: str, weights: int, args) -> None:
                    "idle_from_mode": idle_from},
         "modes": modes,
     }
-    with open(out, "w") as f:
-        json.dump(summary, f, indent=2)
+    write_json_atomic(out, summary)
     print(json.dumps({k: v for k, v in summary.items() if k not in ("modes", "config")}, indent=2))
     print(json.dumps({m: v["MiB"] for m, v in modes.items()}, indent=2), f"saved {out}", sep="\n")
 
@@ -238,8 +216,7 @@ def _save_summary(runs: dict, gpu: str, weights: int, args) -> None:
         "idle_MiB": idle_mib,
         "runs": {k: {kk: vv for kk, vv in v.items() if kk != "outputs"} for k, v in runs.items()},
     }
-    with open(args.out or "vllm_elastic_gpu.json", "w") as f:
-        json.dump(summary, f, indent=2)
+    write_json_atomic(args.out or "vllm_elastic_gpu.json", summary)
     print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=2))
     for name, r in runs.items():
         for point in ("idle_breakdown", "grace_breakdown"):

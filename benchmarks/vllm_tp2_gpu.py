@@ -16,10 +16,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
-import subprocess
-import sys
 import time
+
+from gpu_runs import gpu_names, gpu_slug, random_prompts, report, run_children, used_bytes
 
 TP = 2
 LENGTHS = [6000, 4500, 3000] + [64 + 97 * i for i in range(13)]
@@ -27,17 +26,8 @@ MAX_TOKENS = 32
 
 
 def _vram() -> list[int]:
-    """Used bytes of GPUs 0 and 1 (NVML indices of CUDA devices 0 and 1)."""
-    from kvlab.nvml import Nvml
-
-    nv = Nvml.open()
-    if nv is None or len(nv) < TP:
-        raise SystemExit(f"vllm_tp2_gpu needs {TP} NVIDIA GPUs and nvidia-ml-py (NVML)")
-    try:
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-        return [nv.memory(nv.index_of_cuda(i, visible))[1] for i in range(TP)]
-    finally:
-        nv.close()
+    """Used bytes of CUDA devices 0 and 1."""
+    return used_bytes(TP, "vllm_tp2_gpu")
 
 
 def _child(mode: str, model: str, util: float, grace: float) -> dict:
@@ -56,11 +46,9 @@ def _child(mode: str, model: str, util: float, grace: float) -> dict:
     started = time.perf_counter() - t0
     time.sleep(2)
     idle = _vram()
-    rng = random.Random(0)
-    prompts = [{"prompt_token_ids": [rng.randrange(10, 150000) for _ in range(n)]} for n in LENGTHS]
     sampling = SamplingParams(temperature=0, max_tokens=MAX_TOKENS, ignore_eos=True)
     t0 = time.perf_counter()
-    outs = llm.generate(prompts, sampling, use_tqdm=False)
+    outs = llm.generate(random_prompts(LENGTHS), sampling, use_tqdm=False)
     burst_s = time.perf_counter() - t0
     after = _vram()
     stats_busy = llm.collective_rpc("kvlab_stats") if mode == "elastic" else []
@@ -87,23 +75,15 @@ def main() -> None:
     ap.add_argument("--model")
     args = ap.parse_args()
     if args.child:
-        print("RESULT " + json.dumps(_child(args.child, args.model, args.util, args.grace)), flush=True)
+        report(_child(args.child, args.model, args.util, args.grace))
         return
     from kvlab.models import synthetic
+    from kvlab.results import write_json_atomic
 
     model = str(synthetic("qwen2", "qwen2.5-0.5b"))
-    runs = {}
-    for mode in ("static", "elastic"):
-        cmd = [sys.executable, __file__, "--child", mode, "--model", model, "--util", str(args.util),
-               "--grace", str(args.grace)]
-        p = subprocess.run(cmd, capture_output=True, text=True)
-        lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
-        if p.returncode or not lines:
-            print(p.stdout[-3000:], p.stderr[-8000:], sep="\n")
-            raise SystemExit(f"{mode} run failed ({p.returncode})")
-        runs[mode] = json.loads(lines[-1][7:])
-    gpus = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
-                          capture_output=True, text=True).stdout.strip().splitlines()
+    runs = run_children(__file__, ("static", "elastic"),
+                        lambda mode: ["--model", model, "--util", str(args.util), "--grace", str(args.grace)])
+    gpus = gpu_names()
     static, elastic = runs["static"], runs["elastic"]
     summary = {
         "tp": TP,
@@ -118,10 +98,9 @@ def main() -> None:
         "config": {"util": args.util, "grace_s": args.grace, "lengths": LENGTHS, "max_tokens": MAX_TOKENS},
         "runs": {m: {k: v for k, v in r.items() if k != "outputs"} for m, r in runs.items()},
     }
-    slug = (gpus[0].split(",")[0] if gpus else "gpu").replace("NVIDIA ", "").strip().replace(" ", "-").lower()
+    slug = gpu_slug(gpus[0]) if gpus else "gpu"
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", f"tp2_gpu_{slug}.json")
-    with open(out, "w") as f:
-        json.dump(summary, f, indent=2)
+    write_json_atomic(out, summary)
     print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=2))
     print("wrote", out)
 
