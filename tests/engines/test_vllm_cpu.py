@@ -85,6 +85,20 @@ def test_greedy_outputs_identical_to_static(tiny_model, static_reference, page_s
     assert waited >= grace - 0.5 and after["mapped_bytes"] == stats["chunk_bytes"] and retained == 0
 
 
+def _short_requests_are_published_as_ended(llm):
+    """A request of one or two steps ends within the record's publication period (1/MAX_RATE s after the
+    step that started it was published); the engine does not step again, so the record must say so then."""
+    from vllm import SamplingParams
+
+    sched = scheduler_of(llm)
+    planner, pool = sched.kvlab_planner, sched.kvlab_pool
+    held = planner.used_blocks()  # vLLM's null block
+    for n in (1, 2, 1):
+        llm.generate([{"prompt_token_ids": [5, 6, 7]}], SamplingParams(temperature=0, max_tokens=n), use_tqdm=False)
+        assert planner.used_blocks() == held
+        assert read(pool.name).used == held * pool.block_bytes, "the record shows a finished request's blocks"
+
+
 def test_idle_memory_and_released_prefix_cache(tiny_model, static_reference):
     # reserve 0: going idle releases every chunk but chunk 0 (vLLM's null block lives there).
     before = rss()
@@ -104,6 +118,7 @@ def test_idle_memory_and_released_prefix_cache(tiny_model, static_reference):
         after = resident_bytes(*arena)  # what the kernel says is resident in the KV reservation
         stats = worker_stats(llm)
         _assert_consistent(llm)
+        _short_requests_are_published_as_ended(llm)
     finally:
         close_llm(llm)
     assert first == static_reference["outputs"] and again == static_reference["again"]

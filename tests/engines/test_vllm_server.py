@@ -137,6 +137,7 @@ def test_openai_server_serves_from_elastic_memory(static_alone, server, tiny_mod
     assert stats["capacity"] >= KV_BYTES - stats["chunk_bytes"] and stats["pid"] != os.getpid()
     idle = resident_bytes(*arena)
     assert idle == stats["mapped_bytes"] == stats["chunk_bytes"]  # chunk 0 only, not the 1 GiB configured
+    _short_requests_leave_no_blocks_in_the_record(base, root)
 
     batch = [p["prompt_token_ids"] for p in prompts()]
     with PeakResidency(*arena) as sampled, ThreadPoolExecutor(len(batch)) as pool:
@@ -179,6 +180,17 @@ def _reserve_goes_after_the_grace(base, root, arena, idle):
     assert waited >= GRACE - 1, f"the reserve went {waited:.2f} s after the last request, inside the grace"
     assert (rec.mapped, rec.retained) == (idle, 0) and rec.n_unmaps > kept.n_unmaps
     assert resident_bytes(*arena) == idle
+
+
+def _short_requests_leave_no_blocks_in_the_record(base, root):
+    """A request that ends within the record's publication period (a few tokens, one or two steps) is
+    published as ended: the idle engine may not step again, so nothing later would correct the record."""
+    used = registry.read(POOL, root).used  # vLLM's null block alone
+    for i in range(4):  # before the fix, the record kept the blocks of the 1st and 3rd request
+        _post(base + "/v1/completions", {"model": _complete.model, "prompt": [5, 6, 7 + i], "max_tokens": 1 + 3 * i,
+                                         "temperature": 0})
+        assert until(lambda: registry.read(POOL, root).used == used, 2.0), \
+            f"the record still shows {registry.read(POOL, root).used - used} bytes of a finished request's blocks"
 
 
 def test_steady_load_reuses_the_pages_it_mapped(server, tiny_model):

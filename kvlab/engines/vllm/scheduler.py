@@ -243,6 +243,11 @@ class ElasticSchedulerMixin:
                     if plan is not None:
                         for w in local:
                             w.apply(plan)
+                # The burst's last word: this update freed the last requests' blocks, and an idle engine may
+                # not step again for a long while, so the record shows that now. The throttled publish of
+                # the step before can have been skipped (a short request ends within 1/MAX_RATE s of the
+                # previous publication), and async scheduling frees a request's blocks after its last step.
+                self.kvlab_pool.publish(force=True)
             return result
 
     def kvlab_stats(self) -> dict:
