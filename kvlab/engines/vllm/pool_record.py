@@ -22,8 +22,9 @@ chunk is one chunk on every rank), ``ranks`` says over how many workers they are
   every held block, too slow for every publication of a large GPU pool), so `kvlab top` and the page
   map can count pages per group; a sliding-window group's share stays small however long its requests.
 
-Published on every map/unmap and at most ``MAX_RATE`` times a second otherwise; the heartbeat and the
-control block are looked after by ``watcher.PoolWatcher``.
+Published on every map/unmap, when an update leaves the engine idle (it may not step again for a long
+while), and at most ``MAX_RATE`` times a second otherwise; the heartbeat and the control block are looked
+after by ``watcher.PoolWatcher``.
 """
 
 from __future__ import annotations
