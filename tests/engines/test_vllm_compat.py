@@ -1,8 +1,8 @@
-"""vLLM's internals are used only in kvlab/engines/vllm/compat.py (and versions.py): a static scan.
+"""vLLM's internals are used only in kvlab/engines/vllm/compat/ (and versions.py): a static scan.
 
-Supporting another vLLM must mean editing one file. The scan reads the adapter's sources (no vLLM
+Supporting another vLLM must mean editing one place. The scan reads the adapter's sources (no vLLM
 needed) for imports of vllm, module paths into vllm, and the private names the adapter is known to
-need; a new internal goes into compat.py with the versions it was checked on.
+need; a new internal goes into compat/ with the versions it was checked on.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from pathlib import Path
 import kvlab.engines.vllm as adapter
 
 ADAPTER = Path(adapter.__file__).parent
-ALLOWED = {"compat.py", "versions.py"}
-# vLLM internals the adapter reaches (attribute names); any of them outside compat.py is a leak.
+COMPAT = sorted((ADAPTER / "compat").glob("*.py"))
+ALLOWED = {"versions.py"}  # besides compat/, which the glob below does not reach
+# vLLM internals the adapter reaches (attribute names); any of them outside compat/ is a leak.
 PRIVATE = {
     "_reuse_watchers", "_notify_reuse", "_maybe_evict_cached_block", "fake_free_list_head",
     "fake_free_list_tail", "prev_free_block", "next_free_block", "_maybe_get_memory_pool_context",
@@ -53,19 +54,21 @@ def test_only_compat_touches_vllm_internals():
     modules = sorted(p for p in ADAPTER.glob("*.py") if p.name not in ALLOWED)
     assert len(modules) >= 10, modules  # the scan covers the adapter, not an empty folder
     bad = {p.name: found for p in modules if (found := leaks(p.read_text()))}
-    assert not bad, f"vLLM internals outside compat.py (move them into compat.py with the versions checked): {bad}"
+    assert not bad, f"vLLM internals outside compat/ (move them there with the versions checked): {bad}"
 
 
 def test_the_scan_finds_what_compat_uses():
-    found = " ".join(leaks((ADAPTER / "compat.py").read_text()))
+    assert [p.name for p in COMPAT] == ["__init__.py", "engine.py", "groups.py", "workers.py"]
+    found = " ".join(f for p in COMPAT for f in leaks(p.read_text()))
     for expected in ("from vllm.v1.engine.core import", "._maybe_evict_cached_block", ".fake_free_list_head",
                      "def _maybe_get_memory_pool_context", ".init_snapshot", "'vllm.v1.worker.gpu_worker.Worker'"):
         assert expected in found, (expected, found)
 
 
 def test_every_compat_entry_names_the_versions_it_was_checked_on():
-    tree = ast.parse((ADAPTER / "compat.py").read_text())
-    for node in tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not node.name.startswith("_"):
-            text = ast.get_source_segment((ADAPTER / "compat.py").read_text(), node)
-            assert "checked" in text, f"compat.{node.name} does not say which vLLM versions it was checked on"
+    for path in COMPAT:
+        source = path.read_text()
+        for node in ast.parse(source).body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not node.name.startswith("_"):
+                text = ast.get_source_segment(source, node)
+                assert "checked" in text, f"compat.{node.name} does not say which vLLM versions it was checked on"

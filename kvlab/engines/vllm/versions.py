@@ -1,9 +1,9 @@
 """Which vLLM builds and model runners the elastic adapter supports, and which of them were run end to end.
 
-The adapter subclasses vLLM's scheduler and worker and relies on a few internals (compat.py), so any
+The adapter subclasses vLLM's scheduler and worker and relies on a few internals (compat/), so any
 other version gets a clear error at start instead of a subtle failure at the first request.
 
-Two tables. ``IMPLEMENTED``: the (device, model runner) pairs and vLLM releases whose source compat.py
+Two tables. ``IMPLEMENTED``: the (device, model runner) pairs and vLLM releases whose source compat/
 was read and written against. ``CHECKED``: the ones run end to end (greedy tokens identical elastic vs
 static, idle memory back to weights + context), with the machine and date; this is what the README's
 support table shows. A pair that is implemented but not checked refuses to start unless
@@ -23,7 +23,7 @@ Release = tuple[int, int, int]
 RUNNERS = ("v1", "v2")  # vLLM's GPU model runner (vllm/v1/worker/gpu_model_runner.py) and Model Runner V2 (gpu/)
 UNCHECKED_ENV = "KVLAB_VLLM_UNCHECKED"
 
-# (device, runner) -> [first, end) of the releases compat.py covers.
+# (device, runner) -> [first, end) of the releases compat/ covers.
 IMPLEMENTED: dict[tuple[str, str], tuple[Release, Release]] = {
     ("cuda", "v1"): ((0, 24, 0), (0, 34, 0)),
     ("cuda", "v2"): ((0, 24, 0), (0, 34, 0)),
