@@ -13,10 +13,20 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 NATIVE := $(wildcard native/src/*.cpp native/src/*.h) native/CMakeLists.txt
 STAMP  := $(VENV)/.kvlab-installed
 BROWSER := $(VENV)/.chromium
+# The editable install maps each module file it saw, so a module moved or removed since (a warm tree after
+# a pull) would fail to import: the list of kvlab's modules is a prerequisite, rewritten only when it changes.
+MODULES := $(VENV)/.kvlab-modules
 
-.PHONY: demo test test-install test-engines test-sglang test-gpu bench-vmm bench-dashboard bench-gpu bench-gpu-report clean
+.PHONY: demo test test-install test-engines test-sglang test-gpu bench-vmm bench-dashboard bench-gpu bench-gpu-report clean FORCE
 
-$(STAMP): pyproject.toml $(NATIVE)
+$(MODULES): FORCE
+	@mkdir -p $(VENV)
+	@find kvlab -name '*.py' -not -path '*/__pycache__/*' | LC_ALL=C sort > $@.new
+	@if cmp -s $@.new $@; then rm $@.new; else mv $@.new $@; fi
+
+FORCE:
+
+$(STAMP): pyproject.toml $(NATIVE) $(MODULES)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	@# torch alone through TORCH_INDEX: pip looks one name up there (where that index is unreachable it
@@ -78,7 +88,7 @@ print-%:
 # versions that passed.
 ENGINES_VENV := .venv-engines
 ENGINES_STAMP := $(ENGINES_VENV)/.kvlab-$(subst ==,-,$(VLLM))
-$(ENGINES_STAMP): pyproject.toml $(NATIVE)
+$(ENGINES_STAMP): pyproject.toml $(NATIVE) $(MODULES)
 	@test -x $(ENGINES_VENV)/bin/python || $(PYTHON) -m venv $(ENGINES_VENV)
 	$(ENGINES_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(ENGINES_VENV)/bin/python -m pip install --quiet --no-deps --extra-index-url "$(TORCH_INDEX)" "$(TORCH)"
