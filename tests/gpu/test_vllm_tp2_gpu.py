@@ -1,7 +1,8 @@
 """Elastic vLLM at tensor_parallel_size=2 on two GPUs: benchmarks/vllm_tp2_gpu.py, checked.
 
-Greedy outputs identical to stock vLLM at TP=2, and each GPU holding far less than the static engine's
-pool once the elastic engine has been idle for its grace (every rank unmapped its shard). Runs on a
+Greedy outputs identical to stock vLLM at TP=2 (Qwen2.5-0.5B and Llama-3.1-8B shapes), each GPU holding far
+less than the static engine's pool once the elastic engine has been idle for its grace (every rank unmapped
+its shard), and a limit set from outside binding on both ranks. Runs on a
 machine with two NVIDIA GPUs only; writes benchmarks/results/tp2_gpu_<gpu>.json.
 """
 
@@ -41,5 +42,11 @@ def test_tp2_identical_and_every_gpu_gives_its_kv_back(tmp_path):
     assert len(static) == len(elastic) == 2
     for s, e in zip(static, elastic):
         assert e < s / 4, result["idle_MiB"]  # the static pool is most of 0.5 x the GPU; elastic: weights + chunk 0
-    for rank in result["runs"]["elastic"]["ranks_after_grace"]:
-        assert rank["mapped_chunks"] == [0] and rank["partial_chunks"] == []
+    for shape, figures in result["shapes"].items():
+        assert figures["identical"], (shape, figures["mismatched_requests"])
+        for rank in figures["runs"]["elastic"]["ranks_after_grace"]:
+            assert rank["mapped_chunks"] == [0] and rank["partial_chunks"] == []
+        limited = figures["limit"]  # set from outside while idle, as `kvlab ctl limit` does
+        assert limited["complete"] and limited["samples"] > 0
+        assert limited["max_mapped_bytes"] <= limited["limit_bytes"], limited
+        assert len(set(limited["plans_applied"])) == 1 and len(set(limited["rank_mapped_bytes"])) == 1, limited
