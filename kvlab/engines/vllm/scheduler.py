@@ -187,7 +187,9 @@ class ElasticSchedulerMixin:
         if plan is not None:
             self.kvlab_pool.count(len(plan.map), len(plan.unmap))
         # A control change applied in _kvlab_begin marked the record dirty: it goes out whatever else happened.
-        self.kvlab_pool.publish(force=plan is not None)
+        # An idle engine may not step again for a long while: its record must not wait for the throttle
+        # (a short request ends within 1/MAX_RATE s of the previous publication).
+        self.kvlab_pool.publish(force=plan is not None or idle)
         return plan
 
     def _kvlab_policy(self, idle: bool):
@@ -239,15 +241,15 @@ class ElasticSchedulerMixin:
                 # step (async scheduling) and the worker synchronizes the device before unmapping.
                 local = mapper.local_workers(self.kvlab_settings.engine_id)
                 if local:
-                    plan = self._kvlab_policy(idle=True)
+                    plan = self._kvlab_policy(idle=True)  # publishes the idle record too
                     if plan is not None:
                         for w in local:
                             w.apply(plan)
-                # The burst's last word: this update freed the last requests' blocks, and an idle engine may
-                # not step again for a long while, so the record shows that now. The throttled publish of
-                # the step before can have been skipped (a short request ends within 1/MAX_RATE s of the
-                # previous publication), and async scheduling frees a request's blocks after its last step.
-                self.kvlab_pool.publish(force=True)
+                else:
+                    # Multi-process: this update freed the last requests' blocks, after the last schedule()
+                    # published (async scheduling frees a request's blocks after its last step), and the
+                    # idle engine core may not step again: the record shows the freed blocks now.
+                    self.kvlab_pool.publish(force=True)
             return result
 
     def kvlab_stats(self) -> dict:
