@@ -173,11 +173,14 @@ def run_floor(page_size: int, repeats: int) -> dict:
 
 
 def growth_summary(rows: list[dict], page_size: int) -> dict:
-    """Per geometry, kvlab's median growth with page-sized and with chunk-sized handles (GiB/s)."""
+    """Per geometry, kvlab's median growth with page-sized and with chunk-sized handles (GiB/s), keyed as
+    `kvlab bench vmm` keys them."""
+    from kvlab.bench.vmm import size_label
+
     out = {}
     for geometry in GEOMETRIES:
         got = {r["system"]: r["grow"]["median"] for r in rows if r.get("geometry") == geometry and "grow" in r}
-        out[geometry] = {f"{page_size >> 20}MiB": got.get("kvlab"), "chunk": got.get("kvlab-chunk")}
+        out[geometry] = {size_label(page_size): got.get("kvlab"), "chunk": got.get("kvlab-chunk")}
     return out
 
 
