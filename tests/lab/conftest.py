@@ -2,7 +2,6 @@
 
 import time
 
-import pytest
 
 from kvlab.lab.process import group_pids
 

@@ -1,6 +1,5 @@
 """Maps are transactional: an injected failure midway leaves the arena exactly as it was."""
 
-import numpy as np
 import pytest
 
 from kvlab.memory import Arena, BackendError, MiB, OutOfPhysicalMemory, PagePool
