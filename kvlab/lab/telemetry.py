@@ -87,6 +87,9 @@ def server_keys(servers) -> list[str]:
     return keys
 
 
+METRICS_TIMEOUT = 3.0  # seconds one /metrics answer may take
+
+
 class Telemetry:
     """Samples memory, pools and engine metrics on one background thread; see the module docstring."""
 
@@ -105,6 +108,8 @@ class Telemetry:
         self.latest: Sample | None = None
         self.errors: list[str] = []  # the first few sampling errors (a probe failing does not stop sampling)
         self.cpu_seconds = 0.0  # CPU time the sampler thread has used (its own cost)
+        self.metrics_polls = 0   # /metrics answers read
+        self.metrics_misses = 0  # /metrics polls with no usable answer (refused, timed out, not 200): values kept
         self.n_samples = 0
         self._rows: list[dict] = []
         self._pending_events: list[str] = []
@@ -309,7 +314,9 @@ class Telemetry:
     def _poll_metrics(self) -> None:
         import httpx
 
-        timeout = httpx.Timeout(min(2.0, self.metrics_interval), connect=0.5)
+        # A busy server answers late rather than never: a late answer is still the freshest reading, and this
+        # thread holds up nothing else. stop() waits for it (5 s), longer than one poll can take.
+        timeout = httpx.Timeout(METRICS_TIMEOUT, connect=0.5)
         with httpx.Client(timeout=timeout, trust_env=False) as http:
             while not self._stop.is_set():
                 for server, key in zip(self.servers, self.keys):
@@ -322,8 +329,11 @@ class Telemetry:
                         r = http.get(f"{server.url}/metrics")
                         if r.status_code == 200:
                             self._engine_values[key] = probes.parse_metrics(r.text)
+                            self.metrics_polls += 1
+                            continue
                     except httpx.HTTPError:
                         pass  # busy or going away: keep the last values, try again next round
+                    self.metrics_misses += 1
                 self._stop.wait(self.metrics_interval)
 
     def __repr__(self) -> str:

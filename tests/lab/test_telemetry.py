@@ -1,7 +1,9 @@
 """Telemetry without an engine: pools published by a real registry Publisher in this process."""
 
 import os
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -14,6 +16,52 @@ from tests.waiting import until  # noqa: E402
 MiB = 1 << 20
 
 
+class MetricsEndpoint:
+    """A real HTTP /metrics endpoint whose answer, delay and status the test sets (the engine's gauges
+    cannot be made slow or failing on demand). It stands where Telemetry expects a Server."""
+
+    def __init__(self):
+        self.name, self.alive, self.answer = "slow-server", True, (200, 0.0, "vllm:num_requests_running 3\n")
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                status, delay, body = endpoint.answer
+                time.sleep(delay)
+                self.send_response(status)
+                self.end_headers()
+                self.wfile.write(body.encode())
+
+            def log_message(self, *args):
+                pass
+
+        self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._http.server_port}"
+        threading.Thread(target=self._http.serve_forever, daemon=True).start()
+
+    def pids(self):
+        return [os.getpid()]
+
+    def close(self):
+        self._http.shutdown()
+        self._http.server_close()
+
+
+def test_a_slow_metrics_answer_is_read_and_a_failed_one_counted():
+    endpoint = MetricsEndpoint()
+    try:
+        # Answers take 1 s, twice the polling interval: a busy server's reading arrives late, not never.
+        endpoint.answer = (200, 1.0, "vllm:num_requests_running 3\n")
+        with Telemetry([endpoint], interval=0.05, metrics_interval=0.5, pages=False) as tel:
+            assert until(lambda: tel.metrics_polls >= 2, 10)
+            assert tel.latest.engines["slow-server"]["running"] == 3 and tel.metrics_misses == 0
+            # Failing answers are counted, and the last reading stays in the table.
+            endpoint.answer = (500, 0.0, "")
+            assert until(lambda: tel.metrics_misses >= 2, 10)
+        running = tel.table()["running:slow-server"]
+        assert running.max() == 3 and running.iloc[-1] == 3
+    finally:
+        endpoint.close()
 
 
 def test_pools_devices_events_and_listeners(tmp_path):
