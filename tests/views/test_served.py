@@ -17,6 +17,7 @@ def test_served_fleet_shows_each_model_from_the_stream():
            "models": {"qwen-a": {"model": "synthetic:qwen2/tiny"}, "qwen-b": {"model": "synthetic:qwen2/tiny"}}}
     with Gateway(cfg) as gw:
         view = gw.watch()
+        assert isinstance(view, ServedFleet)
         try:
             deadline = time.monotonic() + 10
             while view.samples < 2 and time.monotonic() < deadline:
