@@ -35,6 +35,7 @@ from kvlab.meminfo import host_memory
 from kvlab.nvml import Nvml
 
 from . import probes
+from .engine_metrics import MetricsPoller
 from .targets import flatten, require
 
 # Seconds between rescans of a server's process group: a /proc scan costs ~2.5 ms here, and an
@@ -87,9 +88,6 @@ def server_keys(servers) -> list[str]:
     return keys
 
 
-METRICS_TIMEOUT = 3.0  # seconds one /metrics answer may take
-
-
 class Telemetry:
     """Samples memory, pools and engine metrics on one background thread; see the module docstring."""
 
@@ -108,13 +106,11 @@ class Telemetry:
         self.latest: Sample | None = None
         self.errors: list[str] = []  # the first few sampling errors (a probe failing does not stop sampling)
         self.cpu_seconds = 0.0  # CPU time the sampler thread has used (its own cost)
-        self.metrics_polls = 0   # /metrics answers read
-        self.metrics_misses = 0  # /metrics polls with no usable answer (refused, timed out, not 200): values kept
         self.n_samples = 0
         self._rows: list[dict] = []
         self._pending_events: list[str] = []
         self._listeners: list[Callable[[Sample], None]] = []
-        self._engine_values: dict[str, dict[str, float]] = {}
+        self._metrics: MetricsPoller | None = None
         self._pids: dict[int, tuple[float, list[int]]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -132,11 +128,13 @@ class Telemetry:
             self._t0 = time.monotonic()
         self._nvml = Nvml.open()
         self._pools = probes.PoolReader(self.registry_root)
-        self._threads = [threading.Thread(target=self._run, name="kvlab-telemetry", daemon=True)]
         if self.metrics_interval > 0 and self.servers:
-            self._threads.append(threading.Thread(target=self._poll_metrics, name="kvlab-metrics", daemon=True))
-        for t in self._threads:
-            t.start()
+            before, self._metrics = self._metrics, MetricsPoller(self.servers, self.keys, self.metrics_interval)
+            if before is not None:  # a restart: the counts go on
+                self._metrics.polls, self._metrics.misses = before.polls, before.misses
+            self._metrics.start()
+        self._threads = [threading.Thread(target=self._run, name="kvlab-telemetry", daemon=True)]
+        self._threads[0].start()
         return self
 
     def stop(self) -> None:
@@ -145,11 +143,23 @@ class Telemetry:
         for t in self._threads:
             t.join(timeout=5)
         self._threads = []
+        if self._metrics is not None:
+            self._metrics.stop()
         if self._nvml is not None:
             self._nvml.close()
             self._nvml = None
         if self._pools is not None:
             self._pools.close()
+
+    @property
+    def metrics_polls(self) -> int:
+        """/metrics answers read so far (0 with metrics off)."""
+        return self._metrics.polls if self._metrics else 0
+
+    @property
+    def metrics_misses(self) -> int:
+        """/metrics polls that got no usable answer (their columns keep the last values)."""
+        return self._metrics.misses if self._metrics else 0
 
     @property
     def running(self) -> bool:
@@ -280,7 +290,7 @@ class Telemetry:
             if key is not None:
                 row[f"kv_mapped:{key}"] = row.get(f"kv_mapped:{key}", 0) + rec.mapped
                 row[f"kv_used:{key}"] = row.get(f"kv_used:{key}", 0) + rec.used
-        engines = {k: dict(v) for k, v in self._engine_values.items()}
+        engines = self._metrics.values() if self._metrics else {}
         for key, values in engines.items():
             for name, value in values.items():
                 row[f"{name}:{key}"] = value
@@ -309,32 +319,6 @@ class Telemetry:
             if key is not None:
                 out[rec.name] = key
         return out
-
-    # ---- engine metrics (its own thread: an HTTP answer can take seconds) -----------------------
-    def _poll_metrics(self) -> None:
-        import httpx
-
-        # A busy server answers late rather than never: a late answer is still the freshest reading, and this
-        # thread holds up nothing else. stop() waits for it (5 s), longer than one poll can take.
-        timeout = httpx.Timeout(METRICS_TIMEOUT, connect=0.5)
-        with httpx.Client(timeout=timeout, trust_env=False) as http:
-            while not self._stop.is_set():
-                for server, key in zip(self.servers, self.keys):
-                    if self._stop.is_set():
-                        break
-                    if not server.alive:
-                        self._engine_values.pop(key, None)
-                        continue
-                    try:
-                        r = http.get(f"{server.url}/metrics")
-                        if r.status_code == 200:
-                            self._engine_values[key] = probes.parse_metrics(r.text)
-                            self.metrics_polls += 1
-                            continue
-                    except httpx.HTTPError:
-                        pass  # busy or going away: keep the last values, try again next round
-                    self.metrics_misses += 1
-                self._stop.wait(self.metrics_interval)
 
     def __repr__(self) -> str:
         what = ", ".join(self.keys) or "all pools"
