@@ -76,9 +76,13 @@ def test_elastic_idle_well_below_static_and_flexes(demo):
     kv = _kv(r, "elastic", s.loc["elastic", "server"])
     bursts = r.events[(r.events.setup == "elastic") & r.events.label.str.startswith("burst")]["t"].tolist()
     assert len(bursts) == 2
-    for t in bursts:  # up in each burst, down in the pause that follows (pause 2 s, release delay 1 s)
-        during = kv[(kv.t >= t) & (kv.t < t + 1.5)]["value"].max()
-        assert during >= kv[kv.t < bursts[0]]["value"].median() + 16 * MiB
+    # Up in each burst: from its first request to the next burst (or the end). Not within a fixed time of
+    # its start: 16 prompts of 1536 tokens are prefilled one a step, and a CI run on a busy machine had
+    # grown one chunk 1.5 s into a burst.
+    idle = kv[kv.t < bursts[0]]["value"].median()
+    for t, until_t in zip(bursts, bursts[1:] + [np.inf]):
+        during = kv[(kv.t >= t) & (kv.t < until_t)]["value"]
+        assert during.max() >= idle + 16 * MiB, during.tolist()
     assert kv["value"].iloc[-1] <= kv["value"].max() - CHUNK_MiB * MiB
     for col in ("TTFT p50 ms", "e2e p99 ms", "output tok/s", "req/s"):
         assert (s[col] > 0).all(), col
