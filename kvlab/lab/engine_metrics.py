@@ -14,7 +14,8 @@ ANSWER_TIMEOUT = 3.0  # seconds one /metrics answer may take
 
 
 class MetricsPoller:
-    """Polls ``servers``' /metrics every ``interval`` seconds; ``values()`` gives the latest per key."""
+    """Polls ``servers``' /metrics every ``interval`` seconds while started; ``values()`` gives the latest per
+    key. It can be stopped and started again: the values and counts go on."""
 
     def __init__(self, servers, keys, interval: float):
         self.servers, self.keys, self.interval = list(servers), list(keys), float(interval)
@@ -22,15 +23,19 @@ class MetricsPoller:
         self.misses = 0  # polls with no usable answer (refused, timed out, not 200): the last values are kept
         self._values: dict[str, dict[str, float]] = {}
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="kvlab-metrics", daemon=True)
+        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="kvlab-metrics", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         """Ends the thread: at once between polls, else when the poll in flight ends (at most ANSWER_TIMEOUT)."""
         self._stop.set()
-        self._thread.join(timeout=ANSWER_TIMEOUT + 2)
+        if self._thread is not None:
+            self._thread.join(timeout=ANSWER_TIMEOUT + 2)
+            self._thread = None
 
     def values(self) -> dict[str, dict[str, float]]:
         return {k: dict(v) for k, v in list(self._values.items())}

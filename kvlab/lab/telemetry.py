@@ -110,7 +110,8 @@ class Telemetry:
         self._rows: list[dict] = []
         self._pending_events: list[str] = []
         self._listeners: list[Callable[[Sample], None]] = []
-        self._metrics: MetricsPoller | None = None
+        self._metrics = (MetricsPoller(self.servers, self.keys, self.metrics_interval)
+                         if self.metrics_interval > 0 and self.servers else None)
         self._pids: dict[int, tuple[float, list[int]]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -128,10 +129,7 @@ class Telemetry:
             self._t0 = time.monotonic()
         self._nvml = Nvml.open()
         self._pools = probes.PoolReader(self.registry_root)
-        if self.metrics_interval > 0 and self.servers:
-            before, self._metrics = self._metrics, MetricsPoller(self.servers, self.keys, self.metrics_interval)
-            if before is not None:  # a restart: the counts go on
-                self._metrics.polls, self._metrics.misses = before.polls, before.misses
+        if self._metrics is not None:
             self._metrics.start()
         self._threads = [threading.Thread(target=self._run, name="kvlab-telemetry", daemon=True)]
         self._threads[0].start()

@@ -60,6 +60,11 @@ def test_a_slow_metrics_answer_is_read_and_a_failed_one_counted():
             assert until(lambda: tel.metrics_misses >= 2, 10)
         running = tel.table()["running:slow-server"]
         assert running.max() == 3 and running.iloc[-1] == 3
+        # A restart goes on from there: the last reading and the counts are kept.
+        polls, misses = tel.metrics_polls, tel.metrics_misses
+        with tel:
+            assert until(lambda: tel.metrics_misses > misses, 10)
+            assert tel.latest.engines["slow-server"]["running"] == 3 and tel.metrics_polls == polls
     finally:
         endpoint.close()
 
