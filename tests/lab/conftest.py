@@ -2,7 +2,6 @@
 
 import time
 
-
 from kvlab.lab.process import group_pids
 
 ENGINE_ARGS = dict(max_model_len=512, kv_cache_memory_bytes=64 << 20, max_num_seqs=16)

@@ -6,7 +6,6 @@ chunks; the planner never grows past it, so a full device means waiting requests
 
 import threading
 
-
 from kvlab.engines.vllm import headroom
 from kvlab.engines.vllm.planner import ChunkPlanner
 from kvlab.engines.vllm.pool_record import PoolRecord
